@@ -1,0 +1,28 @@
+"""fan-convert: turn any pretrained PyTorch video model into a Frame Adaptive Network (FAN).
+
+    import fan_convert
+    fan = fan_convert.adapt(model, frames=(4, 8, 16))
+    with fan_convert.frames(8):
+        logits = fan(clip)
+"""
+
+from .context import NoActiveFrames, active_frames, frames, nearest_key
+from .nn import NormBank, NotFoldableError, ResidualAlteration, WeightAlteration, fold_alteration
+from .surgery import (
+    ConversionPlan,
+    Site,
+    UnsupportedNormWarning,
+    adapt,
+    get_plan,
+    plan,
+    register_norm,
+    specialize,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "adapt", "plan", "specialize", "get_plan", "frames", "active_frames", "nearest_key", "register_norm",
+    "ConversionPlan", "Site", "NormBank", "WeightAlteration", "ResidualAlteration", "fold_alteration",
+    "NotFoldableError", "NoActiveFrames", "UnsupportedNormWarning", "__version__",
+]

@@ -1,0 +1,5 @@
+"""Building architectures by name."""
+
+from .specs import build
+
+__all__ = ["build"]
