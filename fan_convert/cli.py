@@ -19,8 +19,9 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
     if version:
@@ -28,6 +29,8 @@ def _root(
 
         console.print(f"fan-convert {__version__}")
         raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
 
 
 @app.command()
