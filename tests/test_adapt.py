@@ -291,3 +291,18 @@ def test_adapted_model_saves_pickles_and_compiles():
     assert torch.equal(fresh.eval()(x), expected)
     compiled = torch.compile(fan, backend="eager")
     assert torch.equal(compiled(x), expected)
+
+
+def test_norm_functions_called_by_the_model_itself_are_reported():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+            self.gamma = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return F.layer_norm(self.proj(x), (4,), self.gamma)
+
+    with pytest.warns(UserWarning, match="calls layer_norm directly"):
+        conversion = fan_convert.plan(Functional(), KEYS)
+    assert [s.path for s in conversion.select("norm", "unsupported")] == [""]

@@ -134,3 +134,10 @@ def test_scale_gradients_reach_only_the_active_key():
         layer(torch.randn(2, 3, 5, 5)).sum().backward()
     assert layer.scales["16"].grad.abs().sum() > 0
     assert layer.scales["4"].grad is None and layer.scales["8"].grad is None
+
+
+def test_host_code_can_still_read_the_wrapped_layer():
+    layer = WeightAlteration(nn.Conv2d(3, 4, 3, groups=1), KEYS)
+    assert layer.in_channels == 3 and layer.out_channels == 4 and layer.kernel_size == (3, 3)
+    assert layer.weight is layer.base_layer.weight
+    assert ResidualAlteration(nn.Conv2d(3, 4, 3), KEYS, kernel_size=3).out_channels == 4

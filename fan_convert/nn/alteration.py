@@ -118,6 +118,20 @@ class WeightAlteration(nn.Module):
     def extra_repr(self) -> str:
         return f"keys={self.keys}"
 
+    def __getattr__(self, name: str):
+        return _delegate(self, name)
+
+
+def _delegate(wrapper: nn.Module, name: str):
+    """Attribute reads the wrapper does not own (``in_channels``, ``weight`` ...) go to the base layer."""
+    try:
+        return nn.Module.__getattr__(wrapper, name)
+    except AttributeError:
+        base = wrapper.__dict__["_modules"].get("base_layer")
+        if base is None or name.startswith("__"):
+            raise
+        return getattr(base, name)
+
 
 class ResidualAlteration(nn.Module):
     """``base_layer(x + dw_k(x))`` with a zero-initialised depthwise ``kernel_size`` convolution
@@ -157,6 +171,9 @@ class ResidualAlteration(nn.Module):
 
     def extra_repr(self) -> str:
         return f"keys={self.keys}, kernel_size={self.kernel_size}"
+
+    def __getattr__(self, name: str):
+        return _delegate(self, name)
 
 
 def fold_alteration(layer: nn.Module, t: int) -> nn.Module:

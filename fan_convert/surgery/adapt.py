@@ -95,16 +95,22 @@ def plan(
         result.sites.append(site)
         taken.append(path)
 
+    for owner, function in functional.items():
+        if owner == "":  # the model's own forward calls a norm function: nothing to swap
+            result.sites.append(Site("", "norm", type(model).__name__, "", UNSUPPORTED, reason=(
+                f"the model's forward calls {function} directly; move the norm into a module")))
+    attention = [p for p, m in named if isinstance(m, nn.MultiheadAttention)]  # reads its out_proj directly
     candidates = [
         (p, m) for p, m in named
-        if not inside_taken(p) and not alterable(m) and not any(p.startswith(q + ".") for q, o in named if isinstance(o, nn.MultiheadAttention))
+        if not inside_taken(p) and not alterable(m) and not any(p.startswith(q + ".") for q in attention)
     ]
     chosen = _alteration_targets(targets, explicit, candidates, named, analysis, model)
     for path, module in candidates:
         if path not in chosen:
             continue
         result.sites.append(_alteration_site(path, module, keys, kernel_size, excluded, safety, explicit is not None))
-    result.sites.sort(key=lambda s: [p for p, _ in named].index(s.path))
+    position = {p: i for i, (p, _) in enumerate(everything)}
+    result.sites.sort(key=lambda s: position.get(s.path, -1))
     _warn_unsupported(result)
     return result
 

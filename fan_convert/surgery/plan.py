@@ -86,18 +86,20 @@ class ConversionPlan:
         return "\n".join(lines)
 
     def table(self, status: str | None = None):
-        """A rich Table with one row per site."""
+        """A rich Table with one row per site (all sites, or only those with ``status``)."""
         from rich.table import Table
 
         table = Table(title=f"FAN conversion plan — frames {list(self.frames)}, analysis: {self.analysis}")
         table.add_column("module", overflow="fold", min_width=16)
-        for column in ("kind", "original", "becomes", "status"):
-            table.add_column(column, overflow="fold")
+        table.add_column("kind")
+        table.add_column("change", overflow="fold")
+        if status is None:
+            table.add_column("status")
         table.add_column("+params", justify="right", no_wrap=True)
         table.add_column("note", overflow="fold")
         for s in self.sites if status is None else self.select(status=status):
-            table.add_row(s.path, s.kind, s.original, s.becomes or "-", s.status, f"{s.params_added:,}", s.reason)
-        table.caption = (
-            f"params {self.params_before:,} -> {self.params_after:,} (+{100 * self.overhead:.2f}%)"
-        )
+            change = f"{s.original} → {s.becomes}" if s.becomes else s.original
+            row = [s.path or "<model>", s.kind, change] + ([s.status] if status is None else [])
+            table.add_row(*row, f"{s.params_added:,}", s.reason)
+        table.caption = f"params {self.params_before:,} -> {self.params_after:,} (+{100 * self.overhead:.2f}%)"
         return table
