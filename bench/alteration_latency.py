@@ -106,7 +106,7 @@ def main() -> None:
         median = statistics.median(times[name])
         diff = "-" if name.startswith("original") else f"{(outputs[name] - reference).abs().max().item():.1e}"
         table.add_row(name, f"{1000 * median:.1f}", f"{100 * (median / base - 1):+.1f}%", diff)
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":

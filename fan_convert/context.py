@@ -66,6 +66,29 @@ def active_frames() -> int | None:
     return None
 
 
+def clip_frames() -> int | None:
+    """The number of frames actually in the running clip, for temporal operations (shifts,
+    temporal pooling, reshapes of folded frames): the innermost count inferred from an input or
+    declared with :func:`clip`, else the explicit selection. Unlike :func:`active_frames`, an
+    explicit ``frames(8)`` around a 16-frame clip does not change it."""
+    for t in reversed(_inferred.get()):
+        if t is not None:
+            return t
+    return _explicit.get()
+
+
+@contextmanager
+def clip(t: int) -> Iterator[int]:
+    """Declare that the code inside runs on clips of ``t`` frames (used by video wrappers that
+    fold frames into the batch). Also selects the sub-network unless ``frames()`` chose one."""
+    check_frame_count(t, "clip length")
+    _inferred.set(_inferred.get() + (t,))
+    try:
+        yield t
+    finally:
+        _inferred.set(_inferred.get()[:-1])
+
+
 def nearest_key(t: int, keys: Sequence[int]) -> int:
     """The trained key serving ``t`` frames: the nearest one, the higher one on a tie."""
     if not keys:

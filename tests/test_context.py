@@ -74,3 +74,16 @@ def test_infer_frames_reads_clip_layouts():
     assert infer_frames(([torch.zeros(1, 3, 8, 4, 4), torch.zeros(1, 3, 32, 4, 4)],), {}) == 32
     assert infer_frames((torch.zeros(2, 8, 3, 4, 4),), {}, frame_axis=1) == 8
     assert infer_frames((torch.zeros(8, 3, 4, 4),), {}) is None
+
+
+def test_clip_length_is_separate_from_the_selected_sub_network():
+    from fan_convert.context import clip, clip_frames
+
+    assert clip_frames() is None
+    with fan_convert.frames(8):
+        assert clip_frames() == 8  # nothing better known
+        with clip(16):
+            assert clip_frames() == 16 and active_frames() == 8  # explicit selection still wins
+    with clip(6):
+        assert active_frames() == 6
+    assert clip_frames() is None and active_frames() is None
