@@ -7,14 +7,13 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import randomize_norms
 from torch import nn
 
 import fan_convert
 from fan_convert import NormBank, WeightAlteration
 from fan_convert.surgery import rules
 from fan_convert.surgery.plan import ConversionPlan
-
-from conftest import randomize_norms
 
 KEYS = (4, 8, 16)
 
@@ -118,7 +117,8 @@ def test_default_targets_skip_depthwise_convolutions_and_heads():
 def test_paper_preset_finds_the_residual_entry_of_transformer_blocks():
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2)
     conversion = fan_convert.plan(vit, frames=KEYS, targets="paper")
-    assert [s.path for s in conversion.select("alteration")] == ["blocks.0.attn.qkv", "blocks.0.mlp.fc1", "blocks.1.attn.qkv", "blocks.1.mlp.fc1"]
+    expected = ["blocks.0.attn.qkv", "blocks.0.mlp.fc1", "blocks.1.attn.qkv", "blocks.1.mlp.fc1"]
+    assert [s.path for s in conversion.select("alteration")] == expected
 
 
 def test_paper_preset_without_residual_blocks_is_an_error():

@@ -3,13 +3,12 @@ import copy
 import pytest
 import timm.layers as tl
 import torch
+from conftest import randomize_norms
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import fan_convert
 from fan_convert.nn import NormBank
-
-from conftest import randomize_norms
 
 KEYS = (4, 8, 16)
 
@@ -41,7 +40,7 @@ def test_every_copy_is_exact_and_keeps_subclass_behaviour(name):
     for k in KEYS:
         copy_k = bank.norms[str(k)]
         assert type(copy_k) is type(norm)
-        for (n1, t1), (n2, t2) in zip(norm.state_dict().items(), copy_k.state_dict().items()):
+        for (n1, t1), (n2, t2) in zip(norm.state_dict().items(), copy_k.state_dict().items(), strict=True):
             assert n1 == n2 and torch.equal(t1, t2)
             assert t1.data_ptr() != t2.data_ptr() or t1.numel() == 0  # private storage
         for attr in ("eps", "momentum", "affine", "track_running_stats", "normalized_shape", "num_groups"):
@@ -76,7 +75,7 @@ def test_attribute_reads_follow_the_active_key():
         assert bank.weight is bank.norms["4"].weight
     assert NormBank(nn.BatchNorm1d(5), KEYS, default_key=8).weight is not None
     with pytest.raises(AttributeError):
-        bank.no_such_attribute
+        _ = bank.no_such_attribute
 
 
 def test_specialize_returns_a_plain_private_copy():

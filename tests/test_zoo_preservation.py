@@ -7,11 +7,10 @@ import pytest
 import timm
 import torch
 import torchvision.models.video as tv_video
+from conftest import randomize_norms
 from pytorchvideo.models import hub as pv_hub
 
 import fan_convert
-
-from conftest import randomize_norms
 
 KEYS = (4, 8, 16)
 

@@ -273,7 +273,7 @@ def _norm_site(path, module, keys, functional, safety) -> Site | None:
     if problem:
         return Site(path, "norm", name, "", UNSUPPORTED, reason=problem)
     extra = (len(keys) - 1) * sum(p.numel() for p in module.parameters())
-    note = {"known": "", "subclass": f"unregistered subclass of a torch norm, banked by copy",
+    note = {"known": "", "subclass": "unregistered subclass of a torch norm, banked by copy",
             "functional": f"custom module calling {functional.get(path)}, banked by copy"}[rule]
     return Site(path, "norm", name, "NormBank", CONVERTED, extra, note)
 

@@ -141,7 +141,7 @@ def residual_entry_layers(analysis: Analysis, model: nn.Module) -> list[str]:
         base = model.get_submodule(root) if root else model
         order = {node: i for i, node in enumerate(graph.nodes)}
 
-        def weight_layers(nodes: set[fx.Node]) -> set[fx.Node]:
+        def weight_layers(nodes: set[fx.Node], base: nn.Module = base) -> set[fx.Node]:
             return {n for n in nodes if n.op == "call_module" and _entry_layer(base, str(n.target))}
 
         for node in graph.nodes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Callable, Iterable
 
 from torch import nn
 
@@ -118,7 +117,3 @@ def is_default_alteration_target(name: str, module: nn.Module) -> bool:
 def leaf_types() -> tuple[type, ...]:
     """Modules the tracer keeps whole: norms, and everything that can carry an alteration."""
     return known_norm_types() + NORM_BASES + (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
-
-
-def first_matching(items: Iterable, predicate: Callable) -> object | None:
-    return next((item for item in items if predicate(item)), None)
