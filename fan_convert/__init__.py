@@ -13,6 +13,7 @@ from .surgery import (
     Site,
     UnsupportedNormWarning,
     adapt,
+    apply_plan,
     get_plan,
     plan,
     register_norm,
@@ -22,7 +23,7 @@ from .surgery import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "adapt", "plan", "specialize", "get_plan", "frames", "active_frames", "nearest_key", "register_norm",
+    "adapt", "apply_plan", "plan", "specialize", "get_plan", "frames", "active_frames", "nearest_key", "register_norm",
     "ConversionPlan", "Site", "NormBank", "WeightAlteration", "ResidualAlteration", "fold_alteration",
     "NotFoldableError", "NoActiveFrames", "UnsupportedNormWarning", "__version__",
 ]

@@ -306,3 +306,22 @@ def test_norm_functions_called_by_the_model_itself_are_reported():
     with pytest.warns(UserWarning, match="calls layer_norm directly"):
         conversion = fan_convert.plan(Functional(), KEYS)
     assert [s.path for s in conversion.select("norm", "unsupported")] == [""]
+
+
+def test_an_edited_plan_is_applied_exactly():
+    model = TinyVideoNet()
+    conversion = fan_convert.plan(model, KEYS)
+    conversion.sites = [s for s in conversion.sites if s.path != "conv1"]
+    fan = fan_convert.apply_plan(model, conversion)
+    assert isinstance(fan.conv1, nn.Conv3d) and isinstance(fan.stem[0], WeightAlteration)
+    assert fan.fan_plan is conversion
+
+
+def test_a_plan_for_another_architecture_is_refused():
+    conversion = fan_convert.plan(TinyVideoNet(), KEYS)
+    with pytest.raises(ValueError, match="does not have"):
+        fan_convert.apply_plan(nn.Sequential(nn.Conv3d(3, 8, 1)), conversion)
+    other = TinyVideoNet()
+    other.bn1 = nn.GroupNorm(2, 8)
+    with pytest.raises(ValueError, match="expects BatchNorm3d at 'bn1' but the model has GroupNorm"):
+        fan_convert.apply_plan(other, conversion)

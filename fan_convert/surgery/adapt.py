@@ -76,6 +76,7 @@ def plan(
         frames=keys, trained_at=trained_at, targets=_describe(targets), kernel_size=kernel_size,
         frame_axis=frame_axis, analysis=analysis.mode,
         params_before=sum(p.numel() for p in model.parameters()), trace_failures=dict(analysis.failures),
+        exclude=_describe(exclude), norms=norms,
     )
     taken: list[str] = []  # sites already decided; their descendants belong to them
 
@@ -165,19 +166,43 @@ def adapt(
         model, frames, targets=targets, exclude=exclude, norms=norms, kernel_size=kernel_size,
         trained_at=trained_at, frame_axis=frame_axis,
     )
+    return apply_plan(model, conversion, inplace=inplace)
+
+
+def apply_plan(model: nn.Module, conversion: ConversionPlan, *, inplace: bool = False) -> nn.Module:
+    """Carry out ``conversion`` (from :func:`plan`, possibly edited, or read back from a saved
+    manifest) on ``model``: swap every converted site, attach frame inference. The sites must
+    exist in ``model`` with the recorded classes.
+
+    Example::
+
+        conversion = fan_convert.plan(model, frames=(4, 8, 16))
+        conversion.sites = [s for s in conversion.sites if not s.path.startswith("head")]
+        fan = fan_convert.apply_plan(model, conversion)
+    """
+    for path, module in model.named_modules():
+        if isinstance(module, FAN_MODULES):
+            raise ValueError(f"model is already adapted ({type(module).__name__} at '{path}'); apply the plan to the original model")
     if not inplace:
         model = copy.deepcopy(model)
     keys = conversion.frames
     for site in conversion.select():
-        original = model.get_submodule(site.path)
+        try:
+            original = model.get_submodule(site.path)
+        except AttributeError:
+            raise ValueError(f"the plan converts '{site.path}', which this model does not have; build the architecture the plan was made for") from None
+        if type(original).__name__ != site.original:
+            raise ValueError(
+                f"the plan expects {site.original} at '{site.path}' but the model has {type(original).__name__}; "
+                "build the architecture the plan was made for")
         if site.kind == "norm":
             new = NormBank(original, keys, default_key=conversion.trained_at, site=site.path)
-        elif kernel_size == 1:
+        elif conversion.kernel_size == 1:
             new = WeightAlteration(original, keys, site=site.path)
         else:
-            new = ResidualAlteration(original, keys, kernel_size, site=site.path)
+            new = ResidualAlteration(original, keys, conversion.kernel_size, site=site.path)
         _replace(model, site.path, new)
-    FrameInference(frame_axis).attach(model)
+    FrameInference(conversion.frame_axis).attach(model)
     model.fan_plan = conversion
     return model
 

@@ -39,6 +39,8 @@ class ConversionPlan:
     params_before: int
     sites: list[Site] = field(default_factory=list)
     trace_failures: dict[str, str] = field(default_factory=dict)
+    exclude: Any = None
+    norms: bool = True
 
     def select(self, kind: str | None = None, status: str | None = CONVERTED) -> list[Site]:
         return [s for s in self.sites if (kind is None or s.kind == kind) and (status is None or s.status == status)]
