@@ -1,0 +1,191 @@
+"""Reading the checkpoints people actually have, safely, and loading them strictly.
+
+Accepted: ``.safetensors``; ``.pt/.pth/.pth.tar/.ckpt`` read with ``torch.load(weights_only=True)``;
+state dicts nested the way training scripts save them (``state_dict``, ``model``,
+``model_state``, ...) and prefixed by DataParallel/DDP (``module.``) or ``torch.compile``
+(``_orig_mod.``). A pickled whole ``nn.Module`` runs code from the file when loaded, so it is
+read only when the caller says it trusts the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+_NESTED_KEYS = ("state_dict", "model_state", "model_state_dict", "model", "module", "net", "network", "weights", "params")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    """Tensors by name, and what was done to find them."""
+
+    tensors: dict[str, torch.Tensor]
+    notes: list[str] = field(default_factory=list)
+
+
+def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> Checkpoint:
+    """Read the state dict in ``path``, unwrapping nesting and wrapper prefixes.
+
+    Example::
+
+        ckpt = read_checkpoint("slow_r50.pyth")     # {"model_state": {...}} -> tensors
+        print(ckpt.notes)                            # ["unwrapped 'model_state'"]
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint '{path}' does not exist; check the path")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint '{path}' is a directory; give the checkpoint file inside it")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint '{path}' is empty; the download or copy did not finish")
+    if path.suffix == ".safetensors":
+        return Checkpoint(_read_safetensors(path))
+    notes: list[str] = []
+    obj = _torch_load(path, trust_pickle, notes)
+    return Checkpoint(_unwrap(obj, notes), notes)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise CheckpointError(f"cannot read '{path}' as safetensors ({_first_line(err)}); the file may be truncated or corrupt") from None
+
+
+def _torch_load(path: Path, trust_pickle: bool, notes: list[str]):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # not a pickled object: garbage or a damaged file
+            raise CheckpointError(f"cannot read '{path}' ({_first_line(err)}); the file may be truncated or not a PyTorch checkpoint") from None
+        if not trust_pickle:
+            raise CheckpointError(
+                f"'{path}' contains pickled Python objects (such as a whole nn.Module); loading it runs code from the file — "
+                "pass --trust-pickle (trust_pickle=True) only if you trust its source"
+            ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(f"cannot read '{path}' ({_first_line(err)}); the file may be truncated or not a PyTorch checkpoint") from None
+    notes.append("loaded trusted pickle")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"cannot unpickle '{path}' ({_first_line(err)}); it needs the code that saved it to be importable") from None
+
+
+def _unwrap(obj, notes: list[str]) -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        notes.append(f"took the state dict of a pickled {type(obj).__name__}")
+        obj = obj.state_dict()
+    while isinstance(obj, dict) and not _is_tensor_dict(obj):
+        inner = next((k for k in _NESTED_KEYS if isinstance(obj.get(k), (dict, nn.Module))), None)
+        if inner is None:
+            break
+        notes.append(f"unwrapped '{inner}'")
+        obj = obj[inner].state_dict() if isinstance(obj[inner], nn.Module) else obj[inner]
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint holds a {type(obj).__name__}, not a state dict; save model.state_dict()")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        keys = ", ".join(repr(k) for k in list(obj)[:5])
+        raise CheckpointError(f"checkpoint has no tensors (top-level keys: {keys}); save model.state_dict()")
+    if len(tensors) < len(obj):
+        notes.append(f"ignored {len(obj) - len(tensors)} non-tensor entries")
+    for prefix in _WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+            notes.append(f"stripped prefix '{prefix}'")
+    return tensors
+
+
+def _is_tensor_dict(obj: dict) -> bool:
+    values = list(obj.values())
+    return bool(values) and sum(isinstance(v, torch.Tensor) for v in values) >= len(values) / 2
+
+
+def align_keys(tensors: dict[str, torch.Tensor], model_keys: list[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename checkpoint keys when they differ from the model's by a leading prefix
+    (``base_model.`` vs ``backbone.``, a bare backbone vs a video wrapper). Returns the renamed
+    tensors and a note, or the input unchanged when the names already match best."""
+    def first_parts(keys) -> set[str]:
+        return {""} | {k.split(".", 1)[0] + "." for k in keys if "." in k}
+
+    wanted = set(model_keys)
+    best, best_hits = ("", ""), len(wanted & set(tensors))
+    for old in first_parts(tensors):
+        for new in first_parts(model_keys):
+            renamed = {new + k[len(old):] for k in tensors if k.startswith(old)}
+            hits = len(wanted & renamed)
+            if hits > best_hits:
+                best, best_hits = (old, new), hits
+    old, new = best
+    if best == ("", ""):
+        return tensors, []
+    renamed = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in tensors.items()}
+    return renamed, [f"renamed prefix '{old or '<none>'}' -> '{new or '<none>'}'"]
+
+
+def _matches_any(key: str, patterns) -> bool:
+    return any(key == p or key.startswith(p + ".") or re.fullmatch(p, key) for p in patterns)
+
+
+def load_into(
+    model: nn.Module,
+    tensors: dict[str, torch.Tensor],
+    *,
+    allow_missing: tuple[str, ...] = (),
+    allow_unexpected: tuple[str, ...] = (),
+) -> list[str]:
+    """Load ``tensors`` into ``model`` strictly: every model tensor must be present with its
+    shape and every checkpoint tensor must be used, except keys matched by ``allow_missing``
+    (the model keeps its own value; also covers shape mismatches, e.g. a new head) or
+    ``allow_unexpected`` (ignored). Patterns: a key, a key prefix, or a regex full-match.
+    Returns notes on what the escape hatches let through."""
+    tensors, notes = align_keys(tensors, list(model.state_dict()))
+    own = model.state_dict()
+    missing = [k for k in own if k not in tensors]
+    unexpected = [k for k in tensors if k not in own]
+    mismatched = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    problems = []
+    for label, keys, allowed in (
+        ("missing", missing, allow_missing),
+        ("shape-mismatched", mismatched, allow_missing),
+        ("unexpected", unexpected, allow_unexpected),
+    ):
+        blocked = [k for k in keys if not _matches_any(k, allowed)]
+        if blocked:
+            shown = ", ".join(_describe(k, tensors, own) for k in blocked[:4])
+            more = f" and {len(blocked) - 4} more" if len(blocked) > 4 else ""
+            problems.append(f"{len(blocked)} {label} key(s): {shown}{more}")
+        if len(keys) > len(blocked):
+            notes.append(f"allowed {len(keys) - len(blocked)} {label} key(s)")
+    if problems:
+        hatch = "--allow-missing/--allow-unexpected PATTERN (allow_missing=/allow_unexpected=)"
+        raise CheckpointError(f"checkpoint does not fit the architecture: {'; '.join(problems)}; check --arch or use {hatch}")
+    usable = {k: v for k, v in tensors.items() if k in own and k not in mismatched}
+    model.load_state_dict(usable, strict=False)
+    return notes
+
+
+def _describe(key: str, tensors, own) -> str:
+    if key in tensors and key in own:
+        return f"'{key}' {tuple(tensors[key].shape)} vs model {tuple(own[key].shape)}"
+    return f"'{key}'"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__

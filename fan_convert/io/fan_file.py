@@ -1,0 +1,151 @@
+"""The FAN checkpoint: one ``.safetensors`` file with the weights of every key and a manifest
+(JSON under the metadata key ``fan_convert``) holding everything needed to rebuild the model:
+architecture spec and arguments, frame counts, the trained-at count, the conversion plan, and the
+versions that wrote it. A *specialized* file holds the plain architecture for one frame count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from ..surgery import ConversionPlan, apply_plan, get_plan, specialize
+from .atomic import atomic_write
+
+MANIFEST_KEY = "fan_convert"
+FORMAT = "fan-convert/1"
+_SAFE_SOURCES = ("timm:", "pytorchvideo:", "torchvision:")
+
+
+class FanFileError(ValueError):
+    """A file that is not a readable fan-convert checkpoint."""
+
+
+def _arch_of(model: nn.Module, arch: str | None, arch_kwargs: dict | None) -> dict | None:
+    if arch is not None:
+        return {"spec": arch, "kwargs": dict(arch_kwargs or {})}
+    recorded = getattr(model, "fan_arch", None)
+    return dict(recorded) if isinstance(recorded, dict) else None
+
+
+def _versions() -> dict[str, str]:
+    from .. import __version__
+
+    return {"fan_convert": __version__, "torch": torch.__version__.split("+")[0]}
+
+
+def _write(model: nn.Module, path, manifest: dict, overwrite: bool) -> Path:
+    metadata = {MANIFEST_KEY: json.dumps(manifest)}
+    return atomic_write(path, lambda temp: save_model(model, temp, metadata=metadata), overwrite)
+
+
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    arch_kwargs: dict | None = None,
+    overwrite: bool = False,
+    extra: dict | None = None,
+) -> Path:
+    """Write an adapted model to ``path`` (``.safetensors``) with its manifest, atomically.
+
+    ``arch``/``arch_kwargs`` name the architecture to rebuild on load (defaults to what
+    :func:`fan_convert.zoo.build` recorded on the model); without one, :func:`load` needs the
+    unconverted model passed in.
+
+    Example::
+
+        fan_convert.save(fan, "r3d18_fan.safetensors", arch="torchvision:r3d_18", arch_kwargs={"num_classes": 174})
+    """
+    conversion = get_plan(model)
+    manifest = {
+        "format": FORMAT, "kind": "fan", "arch": _arch_of(model, arch, arch_kwargs),
+        "frames": list(conversion.frames), "trained_at": conversion.trained_at,
+        "plan": conversion.to_dict(), "versions": _versions(), **(extra or {}),
+    }
+    return _write(model, path, manifest, overwrite)
+
+
+def save_specialized(
+    model: nn.Module, frames: int, path: str | os.PathLike, *, arch: str | None = None,
+    arch_kwargs: dict | None = None, overwrite: bool = False, unfoldable: str = "error",
+) -> Path:
+    """Specialize an adapted model to ``frames`` and write the plain architecture's weights."""
+    conversion = get_plan(model)
+    plain = specialize(model, frames, unfoldable=unfoldable)
+    manifest = {
+        "format": FORMAT, "kind": "specialized", "arch": _arch_of(model, arch, arch_kwargs),
+        "frames": [frames], "trained_at": conversion.trained_at, "specialized_from": list(conversion.frames),
+        "versions": _versions(),
+    }
+    return _write(plain, path, manifest, overwrite)
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a fan-convert file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FanFileError(f"'{path}' does not exist or is not a file; check the path")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as err:
+        raise FanFileError(f"cannot read '{path}' as safetensors ({str(err).splitlines()[0]}); the file may be truncated or corrupt") from None
+    if MANIFEST_KEY not in metadata:
+        raise FanFileError(f"'{path}' has no fan-convert manifest; convert a checkpoint first with `fan-convert CHECKPOINT --frames ...`")
+    try:
+        manifest = json.loads(metadata[MANIFEST_KEY])
+    except json.JSONDecodeError:
+        raise FanFileError(f"'{path}' has a corrupt fan-convert manifest; convert the checkpoint again") from None
+    if manifest.get("format") != FORMAT:
+        raise FanFileError(f"'{path}' uses format {manifest.get('format')!r}; this fan-convert reads {FORMAT!r} — upgrade fan-convert")
+    return manifest
+
+
+def build_from_manifest(manifest: dict, *, trust_factory: bool = False) -> nn.Module:
+    """The unconverted architecture a manifest names, with random weights."""
+    from ..zoo import build
+
+    arch = manifest.get("arch")
+    if not arch:
+        raise FanFileError("the file records no architecture; pass the unconverted model: fan_convert.load(path, model=...)")
+    spec = arch["spec"]
+    if not spec.startswith(_SAFE_SOURCES) and not trust_factory:
+        raise FanFileError(
+            f"the file names the factory {spec!r}, which would run code imported from your environment; "
+            "pass trust_factory=True (--trust-factory) if you trust the file, or pass the model yourself"
+        )
+    return build(spec, **arch.get("kwargs", {}))
+
+
+def load(path: str | os.PathLike, *, model: nn.Module | None = None, trust_factory: bool = False) -> nn.Module:
+    """Rebuild the model saved by :func:`save` (an adapted model) or :func:`save_specialized`
+    (the plain architecture). ``model``: the unconverted architecture, when the file records
+    none (it is modified in place).
+
+    Example::
+
+        fan = fan_convert.load("r3d18_fan.safetensors")
+    """
+    manifest = read_manifest(path)
+    if model is None:
+        model = build_from_manifest(manifest, trust_factory=trust_factory)
+    if manifest["kind"] == "fan":
+        model = apply_plan(model, ConversionPlan.from_dict(manifest["plan"]), inplace=True)
+    missing, unexpected = load_model(model, str(path), strict=False)
+    if missing or unexpected:
+        raise FanFileError(
+            f"'{path}' does not fit the rebuilt model ({len(missing)} missing, {len(unexpected)} unexpected keys, "
+            f"e.g. {(missing or unexpected)[0]!r}); was it written by another version of the architecture?"
+        )
+    if manifest.get("arch"):
+        model.fan_arch = manifest["arch"]
+    return model.eval()

@@ -1,0 +1,97 @@
+import json
+
+import pytest
+import torch
+import torchvision
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import fan_convert
+from fan_convert.io import FanFileError, OutputError, load, read_manifest, save, save_specialized
+
+KEYS = (4, 8, 16)
+
+
+def trained_fan():
+    torch.manual_seed(0)
+    fan = fan_convert.adapt(torchvision.models.video.r3d_18(num_classes=5), frames=KEYS)
+    with torch.no_grad():  # as if fine-tuned: every key differs
+        for name, p in fan.named_parameters():
+            if ".norms." in name or ".scales." in name:
+                p.add_(0.05 * torch.randn_like(p))
+    return fan.eval()
+
+
+ARCH = dict(arch="torchvision:r3d_18", arch_kwargs={"num_classes": 5})
+
+
+def test_save_then_load_is_exact_at_every_key(tmp_path):
+    fan = trained_fan()
+    path = save(fan, tmp_path / "fan.safetensors", **ARCH)
+    back = load(path)
+    x = torch.randn(1, 3, 16, 32, 32)
+    for k in KEYS:
+        with fan_convert.frames(k):
+            assert torch.equal(back(x), fan(x))
+    assert back.fan_plan.to_dict() == fan.fan_plan.to_dict()
+    manifest = read_manifest(path)
+    assert manifest["kind"] == "fan" and manifest["frames"] == [4, 8, 16] and manifest["trained_at"] == 16
+    assert manifest["arch"] == {"spec": "torchvision:r3d_18", "kwargs": {"num_classes": 5}}
+    assert set(manifest["versions"]) == {"fan_convert", "torch"}
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["fan_convert"])["plan"]["frames"] == [4, 8, 16]
+
+
+def test_specialized_file_is_the_plain_architecture(tmp_path):
+    fan = trained_fan()
+    path = save_specialized(fan, 8, tmp_path / "plain8.safetensors", **ARCH)
+    plain = load(path)
+    assert type(plain) is torchvision.models.video.VideoResNet and not hasattr(plain, "fan_plan")
+    x = torch.randn(1, 3, 8, 32, 32)
+    with fan_convert.frames(8):
+        torch.testing.assert_close(plain(x), fan(x), atol=1e-5, rtol=1e-5)
+    reference = torchvision.models.video.r3d_18(num_classes=5).eval()
+    reference.load_state_dict(plain.state_dict())
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+def test_load_without_a_recorded_architecture_needs_the_model(tmp_path):
+    fan = trained_fan()
+    path = save(fan, tmp_path / "fan.safetensors")
+    with pytest.raises(FanFileError, match="records no architecture"):
+        load(path)
+    back = load(path, model=torchvision.models.video.r3d_18(num_classes=5))
+    with fan_convert.frames(4):
+        x = torch.randn(1, 3, 4, 32, 32)
+        assert torch.equal(back(x), fan(x))
+
+
+def test_factories_from_a_file_run_only_when_trusted(tmp_path):
+    fan = trained_fan()
+    path = save(fan, tmp_path / "fan.safetensors", arch="torchvision.models.video:r3d_18", arch_kwargs={"num_classes": 5})
+    with pytest.raises(FanFileError, match="trust_factory=True"):
+        load(path)
+    assert load(path, trust_factory=True).fan_plan.frames == KEYS
+
+
+def test_output_is_never_clobbered(tmp_path):
+    fan = trained_fan()
+    path = save(fan, tmp_path / "fan.safetensors", **ARCH)
+    before = path.read_bytes()
+    with pytest.raises(OutputError, match="already exists"):
+        save(fan, path, **ARCH)
+    assert path.read_bytes() == before
+    save(fan, path, overwrite=True, **ARCH)
+
+
+def test_files_that_are_not_fan_checkpoints(tmp_path):
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, plain)
+    with pytest.raises(FanFileError, match="no fan-convert manifest"):
+        read_manifest(plain)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(FanFileError, match="truncated or corrupt"):
+        read_manifest(broken)
+    with pytest.raises(FanFileError, match="does not exist"):
+        read_manifest(tmp_path / "missing.safetensors")
