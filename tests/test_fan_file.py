@@ -95,3 +95,16 @@ def test_files_that_are_not_fan_checkpoints(tmp_path):
         read_manifest(broken)
     with pytest.raises(FanFileError, match="does not exist"):
         read_manifest(tmp_path / "missing.safetensors")
+
+
+def test_specialized_file_can_keep_unfoldable_alterations_explicitly(tmp_path):
+    torch.manual_seed(0)
+    fan = fan_convert.adapt(torchvision.models.video.r3d_18(num_classes=5), frames=KEYS, kernel_size=3).eval()
+    with pytest.raises(fan_convert.NotFoldableError, match="cannot be folded"):
+        save_specialized(fan, 8, tmp_path / "refused.safetensors", **ARCH)
+    assert not (tmp_path / "refused.safetensors").exists()
+    path = save_specialized(fan, 8, tmp_path / "kept.safetensors", unfoldable="keep", **ARCH)
+    plain = load(path)
+    x = torch.randn(1, 3, 8, 32, 32)
+    with fan_convert.frames(8):
+        assert torch.equal(plain(x), fan(x))

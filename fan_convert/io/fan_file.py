@@ -16,6 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ..context import nearest_key
+from ..nn import ResidualAlteration
 from ..surgery import ConversionPlan, apply_plan, get_plan, specialize
 from .atomic import atomic_write
 
@@ -81,9 +83,11 @@ def save_specialized(
     """Specialize an adapted model to ``frames`` and write the plain architecture's weights."""
     conversion = get_plan(model)
     plain = specialize(model, frames, unfoldable=unfoldable)
+    kept = [p for p, m in plain.named_modules() if isinstance(m, ResidualAlteration)]
     manifest = {
         "format": FORMAT, "kind": "specialized", "arch": _arch_of(model, arch, arch_kwargs),
         "frames": [frames], "trained_at": conversion.trained_at, "specialized_from": list(conversion.frames),
+        "kept_alterations": {"paths": kept, "kernel_size": conversion.kernel_size, "key": nearest_key(frames, conversion.frames)},
         "versions": _versions(),
     }
     return _write(plain, path, manifest, overwrite)
@@ -140,6 +144,11 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, trust_facto
         model = build_from_manifest(manifest, trust_factory=trust_factory)
     if manifest["kind"] == "fan":
         model = apply_plan(model, ConversionPlan.from_dict(manifest["plan"]), inplace=True)
+    kept = manifest.get("kept_alterations") or {}
+    for path in kept.get("paths", []):  # unfoldable alterations a specialized file keeps
+        parent, _, child = path.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, ResidualAlteration(getattr(owner, child), (kept["key"],), kept["kernel_size"], site=path))
     missing, unexpected = load_model(model, str(path), strict=False)
     if missing or unexpected:
         raise FanFileError(
