@@ -145,10 +145,10 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, trust_facto
     if manifest["kind"] == "fan":
         model = apply_plan(model, ConversionPlan.from_dict(manifest["plan"]), inplace=True)
     kept = manifest.get("kept_alterations") or {}
-    for path in kept.get("paths", []):  # unfoldable alterations a specialized file keeps
-        parent, _, child = path.rpartition(".")
+    for site in kept.get("paths", []):  # unfoldable alterations a specialized file keeps
+        parent, _, child = site.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
-        setattr(owner, child, ResidualAlteration(getattr(owner, child), (kept["key"],), kept["kernel_size"], site=path))
+        setattr(owner, child, ResidualAlteration(getattr(owner, child), (kept["key"],), kept["kernel_size"], site=site))
     missing, unexpected = load_model(model, str(path), strict=False)
     if missing or unexpected:
         raise FanFileError(
