@@ -1,0 +1,38 @@
+"""TSN-style segment sampling: which source frames make a T-frame view of a video.
+
+The video is cut into T equal segments and one frame is taken from each: a random one while
+training, the centre one for evaluation. Every view of a sample (L, M, H frames) is drawn from the
+same decoded video, so one decode serves all frame counts. Videos shorter than T repeat frames.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def segment_indices(num_frames: int, t: int, *, train: bool, generator: torch.Generator | None = None) -> list[int]:
+    """``t`` frame indices into a video of ``num_frames`` frames, in temporal order.
+
+    Example::
+
+        segment_indices(32, 4, train=False)   # [4, 12, 20, 28]: segment centres
+    """
+    if num_frames <= 0:
+        raise ValueError(f"video has {num_frames} frames; it cannot be sampled")
+    if t <= 0:
+        raise ValueError(f"frame count must be positive, got {t}")
+    length = num_frames / t
+    if train:
+        offsets = torch.rand(t, generator=generator).tolist()
+    else:
+        offsets = [0.5] * t
+    return [min(int(length * (i + offset)), num_frames - 1) for i, offset in enumerate(offsets)]
+
+
+def multi_view_indices(
+    num_frames: int, frames: Sequence[int], *, train: bool, generator: torch.Generator | None = None
+) -> dict[int, list[int]]:
+    """One index list per frame count, for the views of one sample."""
+    return {t: segment_indices(num_frames, t, train=train, generator=generator) for t in sorted(frames)}
