@@ -108,3 +108,14 @@ def test_specialized_file_can_keep_unfoldable_alterations_explicitly(tmp_path):
     x = torch.randn(1, 3, 8, 32, 32)
     with fan_convert.frames(8):
         assert torch.equal(plain(x), fan(x))
+
+
+def test_models_built_from_a_spec_remember_it(tmp_path):
+    from fan_convert.zoo import build
+
+    model = build("timm:resnet18", temporal="tsm", num_classes=3)
+    assert model.fan_arch == {"spec": "timm:resnet18", "kwargs": {"temporal": "tsm", "shift_div": 8, "num_classes": 3}}
+    fan = fan_convert.adapt(model, frames=(4, 8))
+    back = load(save(fan, tmp_path / "tsm.safetensors"))
+    x = torch.randn(1, 3, 8, 32, 32)
+    assert torch.equal(back(x), fan.eval()(x))

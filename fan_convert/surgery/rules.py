@@ -111,6 +111,7 @@ def is_default_alteration_target(name: str, module: nn.Module) -> bool:
         return not (module.groups == module.in_channels and module.in_channels > 1)
     if isinstance(module, nn.MultiheadAttention):
         return True
+    name = name.removesuffix(".net")  # a layer behind a temporal shift (ShiftedInput) keeps its role
     return any(name == s or name.endswith("." + s) for s in TRANSFORMER_INPUTS)
 
 

@@ -1,8 +1,8 @@
 """Architecture specs: one string names a model, always built with random weights.
 
-``timm:NAME`` (a 2D backbone), ``pytorchvideo:NAME`` (a hub builder), ``torchvision:NAME``
-(``torchvision.models.video``) or ``package.module:factory`` (any callable returning a model).
-Weights come from the user's checkpoint; nothing is downloaded.
+``timm:NAME`` (a 2D backbone wrapped into a video model: TSN or TSM), ``pytorchvideo:NAME`` (a hub
+builder), ``torchvision:NAME`` (``torchvision.models.video``) or ``package.module:factory`` (any
+callable returning a model). Weights come from the user's checkpoint; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -37,17 +37,38 @@ def _available(source: str) -> tuple[Callable[[str], Callable], list[str]]:
     raise KeyError(source)
 
 
-def build(spec: str, **kwargs) -> nn.Module:
+TEMPORAL = ("tsn", "tsm", "none")
+
+
+def build(spec: str, *, temporal: str | None = None, shift_div: int = 8, **kwargs) -> nn.Module:
     """Build the model ``spec`` names, with random weights and ``kwargs`` passed through.
+
+    A ``timm:`` backbone is 2D; it comes wrapped as a video model taking ``(B, C, T, H, W)``
+    clips: ``temporal="tsn"`` (the default; :class:`~fan_convert.zoo.wrappers.TSN`),
+    ``"tsm"`` (:class:`~fan_convert.zoo.wrappers.TSM`, temporal shift of ``1/shift_div`` of the
+    channels each way) or ``"none"`` (the bare 2D backbone). Other sources are video models
+    already and take neither ``temporal`` nor ``shift_div``.
 
     Example::
 
         model = fan_convert.zoo.build("torchvision:r3d_18", num_classes=174)
+        tsm = fan_convert.zoo.build("timm:resnet50", temporal="tsm", num_classes=174)
     """
     source, sep, name = spec.partition(":")
     if not sep or not name:
         raise UnknownArchError(
             f"architecture spec {spec!r} has no source: use timm:NAME, pytorchvideo:NAME, torchvision:NAME or module.path:factory"
+        )
+    if source == "timm":
+        temporal = "tsn" if temporal is None else temporal
+        if temporal not in TEMPORAL:
+            raise ValueError(f"temporal must be one of {', '.join(repr(t) for t in TEMPORAL)}, got {temporal!r}")
+        if temporal != "tsm" and shift_div != 8:
+            raise ValueError(f"shift_div applies to temporal='tsm' only (got temporal={temporal!r})")
+    elif temporal is not None or shift_div != 8:
+        given = f"temporal={temporal!r}" if temporal is not None else f"shift_div={shift_div!r}"
+        raise ValueError(
+            f"{given} applies to timm: 2D backbones only; {spec!r} is built as the video model it is"
         )
     try:
         factory_for, names = _available(source)
@@ -56,9 +77,24 @@ def build(spec: str, **kwargs) -> nn.Module:
             factory = getattr(importlib.import_module(source), name)
         except (ImportError, AttributeError) as err:
             raise UnknownArchError(f"cannot import factory {spec!r} ({err}); check the module path and name") from None
-        return factory(**kwargs)
+        return _record(factory(**kwargs), spec, kwargs)
     if name not in names:
         close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
         hint = f"; did you mean {', '.join(f'{source}:{c}' for c in close)}?" if close else ""
         raise UnknownArchError(f"unknown {source} architecture {name!r}{hint}")
-    return factory_for(name)(**kwargs)
+    model = factory_for(name)(**kwargs)
+    if source == "timm" and temporal != "none":
+        from .wrappers import TSM, TSN
+
+        model = TSM(model, shift_div=shift_div) if temporal == "tsm" else TSN(model)
+    if source == "timm":
+        kwargs = {"temporal": temporal, **({"shift_div": shift_div} if temporal == "tsm" else {}), **kwargs}
+    return _record(model, spec, kwargs)
+
+
+def _record(model: nn.Module, spec: str, kwargs: dict) -> nn.Module:
+    """Remember how the model was built, so a saved FAN file can rebuild it."""
+    if not isinstance(model, nn.Module):
+        raise UnknownArchError(f"{spec!r} returned a {type(model).__name__}, not an nn.Module")
+    model.fan_arch = {"spec": spec, "kwargs": dict(kwargs)}
+    return model
