@@ -1,0 +1,100 @@
+import pytest
+import torch
+from torch import nn
+
+import fan_convert
+from fan_convert.train.trainer import EpochSampler, Trainer, TrainConfig, lr_factor, param_groups
+
+FRAMES = (2, 4)
+
+
+class Toy3D(nn.Module):
+    def __init__(self, classes=3):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm3d(8)
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3, 4)))
+
+
+class ToyClips(torch.utils.data.Dataset):
+    """Class c: colour channel c is bright; every frame count's view of one sample."""
+
+    def __init__(self, n=24, frames=FRAMES):
+        g = torch.Generator().manual_seed(0)
+        self.labels = torch.randint(0, 3, (n,), generator=g)
+        self.noise = torch.randn(n, 3, max(frames), 6, 6, generator=g)
+        self.frames = frames
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        clip = self.noise[i].clone()
+        clip[self.labels[i]] += 1.0
+        return {t: clip[:, :: max(self.frames) // t][:, :t] for t in self.frames}, int(self.labels[i])
+
+
+def make(tmp_path=None, **overrides):
+    torch.manual_seed(0)
+    fan = fan_convert.adapt(Toy3D(), frames=FRAMES)
+    config = TrainConfig(frames=FRAMES, epochs=3, batch_size=4, lr=0.05, progress=False,
+                         out_dir=str(tmp_path) if tmp_path else None, **overrides)
+    return Trainer(fan, ToyClips(), config)
+
+
+def test_training_lowers_the_loss_and_logs(tmp_path):
+    trainer = make(tmp_path)
+    history = trainer.fit()
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert {"acc@2", "acc@4", "kl@2", "ce@4"} <= set(history[0])
+    assert (tmp_path / "log.jsonl").read_text().count("\n") == 3
+    assert (tmp_path / "last.safetensors").exists()
+
+
+def test_resume_after_an_interruption_continues_exactly(tmp_path):
+    reference = make(None)
+    reference.fit()
+    expected = reference.model.state_dict()
+
+    interrupted = make(tmp_path, checkpoint_every=2)
+    real_step = interrupted.train_step
+
+    def crash_at_step_9(*args):
+        if interrupted.step == 9:  # mid-epoch 2 (6 steps per epoch)
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    interrupted.train_step = crash_at_step_9
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = make(tmp_path, checkpoint_every=2)
+    resumed.resume(tmp_path / "last.safetensors")
+    assert resumed.step == 8  # lost at most the steps since the last checkpoint
+    resumed.fit()
+    got = resumed.model.state_dict()
+    assert all(torch.allclose(got[k].float(), expected[k].float(), atol=1e-6) for k in expected)
+
+
+def test_no_weight_decay_on_norms_biases_or_alterations():
+    fan = fan_convert.adapt(Toy3D(), frames=FRAMES)
+    decay, no_decay = param_groups(fan, 1e-4)
+    names = {id(p): n for n, p in fan.named_parameters()}
+    assert sorted(names[id(p)] for p in decay["params"]) == ["conv.base_layer.weight", "head.weight"]
+    assert all("norms" in names[id(p)] or "scales" in names[id(p)] or "bias" in names[id(p)] for p in no_decay["params"])
+
+
+def test_schedule_and_sampler():
+    config = TrainConfig(frames=(4,), epochs=10, warmup_epochs=1)
+    assert lr_factor(0, 10, config) == pytest.approx(0.1)
+    assert lr_factor(9, 10, config) == pytest.approx(1.0)
+    assert lr_factor(99, 10, config) < 0.01
+    step = TrainConfig(frames=(4,), epochs=10, schedule="step", milestones=(5, 8))
+    assert [lr_factor(s, 1, step) for s in (4, 5, 8)] == [1.0, pytest.approx(0.1), pytest.approx(0.01)]
+    shards = [EpochSampler(10, shuffle=True, seed=0, rank=r, world=2).order() for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 5 and set(shards[0]) | set(shards[1]) == set(range(10))
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(frames=(4,), optimizer="lamb")
