@@ -98,3 +98,22 @@ def test_schedule_and_sampler():
     assert len(shards[0]) == len(shards[1]) == 5 and set(shards[0]) | set(shards[1]) == set(range(10))
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(frames=(4,), optimizer="lamb")
+
+
+def test_evaluate_and_calibrate():
+    from fan_convert.train.evaluate import calibrate, deviation_table, evaluate
+
+    trainer = make(None)
+    trainer.fit()
+    table = evaluate(trainer.model, ToyClips(), FRAMES, batch_size=8)
+    assert set(table) == set(FRAMES) and all(0 <= r["top1"] <= 100 and r["clips"] == 24 for r in table.values())
+    assert table[4]["top5"] == 100.0  # 3 classes
+    plain = evaluate(Toy3D(), ToyClips(), FRAMES)  # any plain video model can be diagnosed
+    assert set(plain) == set(FRAMES)
+    fan = trainer.model
+    bank = fan.bn
+    before = bank.norms["4"].running_mean.clone()
+    calibrate(fan, ToyClips(), batches=2, batch_size=4)
+    assert not torch.equal(bank.norms["4"].running_mean, before)
+    assert bank.norms["4"].num_batches_tracked.item() == 2 and bank.norms["4"].momentum == 0.1
+    deviation_table({"fan": table}, keys=FRAMES)

@@ -1,0 +1,133 @@
+"""Accuracy across frame counts (the Temporal Deviation table) and norm recalibration.
+
+Works for an adapted model (each T runs on the nearest trained key) and for any plain video
+model, so a model can be diagnosed before it is converted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..context import frames as select_frames
+from ..context import nearest_key
+from ..nn import NormBank
+from .data import collate_views
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, dataset, frames: Sequence[int], *, batch_size: int = 16, device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> dict[int, dict[str, float]]:
+    """Top-1/top-5 accuracy (%) at each frame count; ``dataset`` yields ``({t: clip}, label)``
+    with a view for every ``t`` in ``frames`` (one decode serves them all).
+
+    Example::
+
+        table = evaluate(fan, MultiViewClips(items, (2, 4, 6, 8, 12, 16), train=False), (2, 4, 6, 8, 12, 16))
+    """
+    model = model.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views)
+    correct1 = {t: 0 for t in frames}
+    correct5 = {t: 0 for t in frames}
+    total = skipped = 0
+    for views, labels, lost in loader:
+        skipped += lost
+        if labels.numel() == 0:
+            continue
+        labels = labels.to(device)
+        total += labels.numel()
+        for t in frames:
+            logits = model(views[t].to(device))
+            top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
+            correct1[t] += (top[:, 0] == labels).sum().item()
+            correct5[t] += (top == labels[:, None]).any(-1).sum().item()
+    if total == 0:
+        raise ValueError("no sample could be evaluated; check the data")
+    return {t: {"top1": 100 * correct1[t] / total, "top5": 100 * correct5[t] / total, "clips": total, "skipped": skipped}
+            for t in frames}
+
+
+def deviation_table(results: dict[str, dict[int, dict[str, float]]], keys: Sequence[int] = ()):
+    """A rich table: one column per model, one row per frame count (top-1 %)."""
+    from rich.table import Table
+
+    table = Table(title="Top-1 accuracy (%) by frame count" + (f" — trained keys {list(keys)}" if keys else ""))
+    table.add_column("frames", justify="right")
+    if keys:
+        table.add_column("sub-network", justify="right")
+    for name in results:
+        table.add_column(name, justify="right")
+    all_t = sorted({t for r in results.values() for t in r})
+    for t in all_t:
+        row = [str(t)] + ([str(nearest_key(t, keys)) + ("" if t in keys else " (nearest)")] if keys else [])
+        row += [f"{r[t]['top1']:.1f}" if t in r else "-" for r in results.values()]
+        table.add_row(*row)
+    return table
+
+
+def save_results(results: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps({name: {str(t): v for t, v in r.items()} for name, r in results.items()}, indent=2))
+
+
+def plot_results(results: dict[str, dict[int, dict[str, float]]], path: str | Path, keys: Sequence[int] = ()) -> Path:
+    """Accuracy vs frames, one line per model, to a PNG (needs matplotlib: the ``plot`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install 'fan-convert[plot]'") from None
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for name, r in results.items():
+        ts = sorted(r)
+        ax.plot(ts, [r[t]["top1"] for t in ts], marker="o", label=name)
+    for k in keys:
+        ax.axvline(k, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("frames at inference")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+@torch.no_grad()
+def calibrate(fan: nn.Module, dataset, *, batches: int = 10, batch_size: int = 16, device: str | torch.device = "cpu") -> nn.Module:
+    """Recompute every key's batch-norm statistics on that key's views (no training).
+
+    Each BatchNorm copy of key ``k`` gets the plain average of the statistics of ``batches``
+    batches of ``k``-frame views; everything else stays in eval mode. Modifies ``fan``.
+    """
+    banks = [m for m in fan.modules() if isinstance(m, NormBank)]
+    if not banks:
+        raise ValueError("calibrate needs an adapted model (fan_convert.adapt) with norm banks")
+    keys = banks[0].keys
+    fan = fan.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_views)
+    for key in keys:
+        norms = [b.norms[str(key)] for b in banks if isinstance(b.norms[str(key)], nn.modules.batchnorm._BatchNorm)]
+        saved = [n.momentum for n in norms]
+        for n in norms:
+            n.reset_running_stats()
+            n.momentum = None  # cumulative average over the calibration batches
+            n.train()
+        for i, (views, labels, _) in enumerate(loader):
+            if i >= batches:
+                break
+            if labels.numel():
+                with select_frames(key):
+                    fan(views[key].to(device))
+        for n, momentum in zip(norms, saved, strict=True):
+            n.momentum = momentum
+            n.eval()
+    return fan
