@@ -13,7 +13,7 @@ def test_inspect_prints_the_plan_with_totals():
     # timm backbones come wrapped (TSN): paths read 'backbone.layer1.0.conv1', too long for 80 columns
     result = runner.invoke(app, ["inspect", "timm:resnet18", "--targets", "paper"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    assert "20 norms specialised, 8 weight alterations" in result.output
+    assert "20 norms specialised, 8 weight alterations, 0 fixed-T sites rewritten" in result.output
     assert "backbone.layer1.0.conv1" in result.output
 
 

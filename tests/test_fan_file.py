@@ -119,3 +119,28 @@ def test_models_built_from_a_spec_remember_it(tmp_path):
     back = load(save(fan, tmp_path / "tsm.safetensors"))
     x = torch.randn(1, 3, 8, 32, 32)
     assert torch.equal(back(x), fan.eval()(x))
+
+
+def test_fixed_t_model_converts_saves_loads_and_specializes(tmp_path):
+    """X3D's head pool is sized to its 4-frame clip: after conversion it runs at every key, the
+    file reloads exactly, and a specialized file for 8 frames runs the plain architecture at 8."""
+    arch = dict(arch="pytorchvideo.models.x3d:create_x3d",
+                arch_kwargs={"input_clip_length": 4, "input_crop_size": 64, "model_num_class": 5})
+    from pytorchvideo.models.x3d import create_x3d
+
+    torch.manual_seed(0)
+    model = create_x3d(**arch["arch_kwargs"]).eval()
+    clip4 = torch.randn(1, 3, 4, 64, 64)
+    fan = fan_convert.adapt(model, frames=(4, 8, 16), trained_at=4, example_input=clip4).eval()
+    assert [s.path for s in fan.fan_plan.select("fixed_t")] == ["blocks.5.pool.pool"]
+    with torch.no_grad():
+        assert (fan(clip4) - model(clip4)).abs().max() <= 1e-5
+        outputs = {t: fan(torch.randn(1, 3, t, 64, 64)) for t in (8, 16)}
+    assert all(o.shape == (1, 5) for o in outputs.values())
+    back = load(save(fan, tmp_path / "x3d.safetensors", **arch), trust_factory=True)
+    clip8 = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(back(clip8), fan(clip8))
+        plain8 = load(save_specialized(fan, 8, tmp_path / "x3d8.safetensors", **arch), trust_factory=True)
+        assert type(plain8.blocks[5].pool.pool) is torch.nn.AvgPool3d and plain8.blocks[5].pool.pool.kernel_size[0] == 8
+        torch.testing.assert_close(plain8(clip8), fan(clip8), atol=1e-5, rtol=1e-5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from torch import nn
 
 from ..context import nearest_key
 from ..nn import ResidualAlteration
-from ..surgery import ConversionPlan, apply_plan, get_plan, specialize
+from ..surgery import ConversionPlan, Site, apply_plan, get_plan, specialize
+from ..surgery.fixed_t import rewrite_fixed_t
 from .atomic import atomic_write
 
 MANIFEST_KEY = "fan_convert"
@@ -88,6 +90,7 @@ def save_specialized(
         "format": FORMAT, "kind": "specialized", "arch": _arch_of(model, arch, arch_kwargs),
         "frames": [frames], "trained_at": conversion.trained_at, "specialized_from": list(conversion.frames),
         "kept_alterations": {"paths": kept, "kernel_size": conversion.kernel_size, "key": nearest_key(frames, conversion.frames)},
+        "fixed_t": [asdict(site) for site in conversion.select("fixed_t")],
         "versions": _versions(),
     }
     return _write(plain, path, manifest, overwrite)
@@ -144,6 +147,13 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, trust_facto
         model = build_from_manifest(manifest, trust_factory=trust_factory)
     if manifest["kind"] == "fan":
         model = apply_plan(model, ConversionPlan.from_dict(manifest["plan"]), inplace=True)
+    else:  # a specialized file: re-make the time adapters, then fix them to its frame count
+        sites = [Site(**site) for site in manifest.get("fixed_t", [])]
+        rewrite_fixed_t(model, sites, trained_at=manifest["trained_at"])
+        for site in sites:
+            parent, _, child = site.path.rpartition(".")
+            owner = model.get_submodule(parent) if parent else model
+            setattr(owner, child, getattr(owner, child).specialize(frames=manifest["frames"][0]))
     kept = manifest.get("kept_alterations") or {}
     for site in kept.get("paths", []):  # unfoldable alterations a specialized file keeps
         parent, _, child = site.rpartition(".")

@@ -5,19 +5,22 @@ from __future__ import annotations
 import copy
 import warnings
 from collections import defaultdict
-from typing import Sequence
+from typing import Any, Sequence
 
 from torch import nn
 
 from ..context import FrameInference, check_frame_count
 from ..nn.alteration import NotFoldableError, ResidualAlteration, WeightAlteration, alterable, input_channels
 from ..nn.norm_bank import NormBank
+from ..nn.time_adapters import AdaptiveTimePool3d, TemporalPositionAdapter
 from . import rules
 from .analyze import analyze, functional_norm_calls, residual_entry_layers
+from .fixed_t import find_fixed_t_sites, rewrite_fixed_t
 from .patterns import Pattern, check_patterns, matches, select
 from .plan import CONVERTED, SKIPPED, UNSUPPORTED, ConversionPlan, Site
 
 FAN_MODULES = (NormBank, WeightAlteration, ResidualAlteration)
+TIME_ADAPTERS = (AdaptiveTimePool3d, TemporalPositionAdapter)
 PRESETS = ("default", "paper")
 
 
@@ -50,6 +53,7 @@ def plan(
     kernel_size: int = 1,
     trained_at: int | None = None,
     frame_axis: int = 2,
+    example_input: Any = None,
 ) -> ConversionPlan:
     """What :func:`adapt` would do to ``model``, without changing it (a dry run)."""
     keys = check_frames(frames)
@@ -110,6 +114,7 @@ def plan(
         if path not in chosen:
             continue
         result.sites.append(_alteration_site(path, module, keys, kernel_size, excluded, safety, explicit is not None))
+    result.sites += find_fixed_t_sites(model, trained_at, keys, example_input, frame_axis=frame_axis)
     position = {p: i for i, (p, _) in enumerate(everything)}
     result.sites.sort(key=lambda s: position.get(s.path, -1))
     _warn_unsupported(result)
@@ -126,6 +131,7 @@ def adapt(
     kernel_size: int = 1,
     trained_at: int | None = None,
     frame_axis: int = 2,
+    example_input: Any = None,
     inplace: bool = False,
 ) -> nn.Module:
     """Turn a pretrained video model into a Frame Adaptive Network.
@@ -149,6 +155,10 @@ def adapt(
         trained_at: the frame count the checkpoint was trained at (default: the largest key);
             its key answers attribute reads such as ``norm.weight`` outside a forward.
         frame_axis: where T sits in a 5-D input clip, for automatic frame inference.
+        example_input: a clip (or list of clips) at ``trained_at`` frames. Optional: with it,
+            fixed-T sites (temporal pooling sized to the training clip, temporal position
+            embeddings) are confirmed from the shapes and the rewritten model is run at every
+            key; without it they are recognised by type.
         inplace: modify ``model`` itself instead of a deep copy (the default, like torch.ao).
 
     Returns:
@@ -164,7 +174,7 @@ def adapt(
     """
     conversion = plan(
         model, frames, targets=targets, exclude=exclude, norms=norms, kernel_size=kernel_size,
-        trained_at=trained_at, frame_axis=frame_axis,
+        trained_at=trained_at, frame_axis=frame_axis, example_input=example_input,
     )
     return apply_plan(model, conversion, inplace=inplace)
 
@@ -186,7 +196,10 @@ def apply_plan(model: nn.Module, conversion: ConversionPlan, *, inplace: bool = 
     if not inplace:
         model = copy.deepcopy(model)
     keys = conversion.frames
+    rewrite_fixed_t(model, conversion.select("fixed_t"), trained_at=conversion.trained_at)
     for site in conversion.select():
+        if site.kind == "fixed_t":
+            continue
         try:
             original = model.get_submodule(site.path)
         except AttributeError:
@@ -233,7 +246,7 @@ def specialize(model: nn.Module, frames: int, *, unfoldable: str = "error", inpl
     t = check_frame_count(frames, "frames")
     if unfoldable not in ("error", "keep"):
         raise ValueError(f"unfoldable must be 'error' or 'keep', got {unfoldable!r}")
-    fan_sites = [(p, m) for p, m in model.named_modules() if isinstance(m, FAN_MODULES)]
+    fan_sites = [(p, m) for p, m in model.named_modules() if isinstance(m, FAN_MODULES + TIME_ADAPTERS)]
     blocked = [p for p, m in fan_sites if isinstance(m, ResidualAlteration)]
     if blocked and unfoldable == "error":
         raise NotFoldableError(
@@ -243,7 +256,8 @@ def specialize(model: nn.Module, frames: int, *, unfoldable: str = "error", inpl
     if not inplace:
         model = copy.deepcopy(model)
     for path, _ in fan_sites:
-        _replace(model, path, model.get_submodule(path).specialize(t))
+        module = model.get_submodule(path)
+        _replace(model, path, module.specialize(t) if not isinstance(module, TIME_ADAPTERS) else module.specialize(frames=t))
     FrameInference.detach(model)
     del model.fan_plan
     return model

@@ -14,7 +14,7 @@ class Site:
     """One module the converter acted on or deliberately left alone."""
 
     path: str
-    kind: str  # "norm" or "alteration"
+    kind: str  # "norm", "alteration" or "fixed_t"
     original: str  # class name of the module found there
     becomes: str  # class name it became, "" when left alone
     status: str  # CONVERTED, SKIPPED or UNSUPPORTED
@@ -77,7 +77,8 @@ class ConversionPlan:
         norms, alterations = self.select("norm"), self.select("alteration")
         lines = [
             f"FAN conversion at frames {list(self.frames)} (trained at {self.trained_at}; analysis: {self.analysis})",
-            f"  {len(norms)} norms specialised, {len(alterations)} weight alterations",
+            f"  {len(norms)} norms specialised, {len(alterations)} weight alterations, "
+            f"{len(self.select('fixed_t'))} fixed-T sites rewritten",
             f"  parameters {self.params_before:,} -> {self.params_after:,} (+{self.params_added:,}, +{100 * self.overhead:.2f}%)",
         ]
         for site in self.select(status=UNSUPPORTED):
