@@ -274,7 +274,7 @@ def test_build_refuses_bad_temporal_options():
         build("timm:resnet18", temporal="tsx")
     with pytest.raises(ValueError, match="shift_div applies to temporal='tsm' only"):
         build("timm:resnet18", shift_div=4)
-    with pytest.raises(ValueError, match="applies to timm: 2D backbones only"):
+    with pytest.raises(ValueError, match="applies to 2D backbones"):
         build("torchvision:r3d_18", temporal="tsm")
     with pytest.raises(UnknownArchError, match="did you mean timm:resnet18"):
         build("timm:resnet1", temporal="tsm")

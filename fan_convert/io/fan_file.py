@@ -25,7 +25,7 @@ from .atomic import atomic_write
 
 MANIFEST_KEY = "fan_convert"
 FORMAT = "fan-convert/1"
-_SAFE_SOURCES = ("timm:", "pytorchvideo:", "torchvision:")
+_SAFE_SOURCES = ("timm:", "pytorchvideo:", "torchvision:", "fan_convert:")
 
 
 class FanFileError(ValueError):

@@ -1,6 +1,7 @@
 """Architecture specs: one string names a model, always built with random weights.
 
-``timm:NAME`` (a 2D backbone wrapped into a video model: TSN or TSM), ``pytorchvideo:NAME`` (a hub
+``timm:NAME`` (a 2D backbone wrapped into a video model: TSN or TSM), ``fan_convert:NAME``
+(fan-convert's own small 2D backbones, e.g. ``tiny_resnet`` for the built-in benchmark, wrapped the same way), ``pytorchvideo:NAME`` (a hub
 builder), ``torchvision:NAME`` (``torchvision.models.video``) or ``package.module:factory`` (any
 callable returning a model). Weights come from the user's checkpoint; nothing is downloaded.
 """
@@ -23,6 +24,10 @@ def _available(source: str) -> tuple[Callable[[str], Callable], list[str]]:
         import timm
 
         return (lambda name: lambda **kw: timm.create_model(name, pretrained=False, **kw)), timm.list_models()
+    if source == "fan_convert":
+        from . import tiny
+
+        return (lambda name: getattr(tiny, name)), list(tiny.__all__)
     if source == "pytorchvideo":
         from pytorchvideo.models import hub
 
@@ -38,6 +43,7 @@ def _available(source: str) -> tuple[Callable[[str], Callable], list[str]]:
 
 
 TEMPORAL = ("tsn", "tsm", "none")
+IMAGE_SOURCES = ("timm", "fan_convert")  # 2D backbones, wrapped as video models
 
 
 def build(spec: str, *, temporal: str | None = None, shift_div: int = 8, **kwargs) -> nn.Module:
@@ -59,7 +65,7 @@ def build(spec: str, *, temporal: str | None = None, shift_div: int = 8, **kwarg
         raise UnknownArchError(
             f"architecture spec {spec!r} has no source: use timm:NAME, pytorchvideo:NAME, torchvision:NAME or module.path:factory"
         )
-    if source == "timm":
+    if source in IMAGE_SOURCES:
         temporal = "tsn" if temporal is None else temporal
         if temporal not in TEMPORAL:
             raise ValueError(f"temporal must be one of {', '.join(repr(t) for t in TEMPORAL)}, got {temporal!r}")
@@ -68,7 +74,7 @@ def build(spec: str, *, temporal: str | None = None, shift_div: int = 8, **kwarg
     elif temporal is not None or shift_div != 8:
         given = f"temporal={temporal!r}" if temporal is not None else f"shift_div={shift_div!r}"
         raise ValueError(
-            f"{given} applies to timm: 2D backbones only; {spec!r} is built as the video model it is"
+            f"{given} applies to 2D backbones (timm:, fan_convert:) only; {spec!r} is built as the video model it is"
         )
     try:
         factory_for, names = _available(source)
@@ -83,11 +89,11 @@ def build(spec: str, *, temporal: str | None = None, shift_div: int = 8, **kwarg
         hint = f"; did you mean {', '.join(f'{source}:{c}' for c in close)}?" if close else ""
         raise UnknownArchError(f"unknown {source} architecture {name!r}{hint}")
     model = factory_for(name)(**kwargs)
-    if source == "timm" and temporal != "none":
+    if source in IMAGE_SOURCES and temporal != "none":
         from .wrappers import TSM, TSN
 
         model = TSM(model, shift_div=shift_div) if temporal == "tsm" else TSN(model)
-    if source == "timm":
+    if source in IMAGE_SOURCES:
         kwargs = {"temporal": temporal, **({"shift_div": shift_div} if temporal == "tsm" else {}), **kwargs}
     return _record(model, spec, kwargs)
 
