@@ -1,5 +1,8 @@
 import warnings
+from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -27,3 +30,19 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
 @pytest.fixture
 def seeded():
     torch.manual_seed(0)
+
+
+def encode(path: Path, n: int, size=(48, 64), seed=0):
+    """An H.264 clip whose frame i has brightness 8*i (so frames can be told apart)."""
+    h, w = size
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=10)
+    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    for i in range(n):
+        img = np.full((h, w, 3), 8 * i % 256, np.uint8)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path

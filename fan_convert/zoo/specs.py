@@ -27,7 +27,7 @@ def _available(source: str) -> tuple[Callable[[str], Callable], list[str]]:
     if source == "fan_convert":
         from . import tiny
 
-        return (lambda name: getattr(tiny, name)), list(tiny.__all__)
+        return (lambda name: getattr(tiny, name)), [n for n in tiny.__all__ if n.islower()]
     if source == "pytorchvideo":
         from pytorchvideo.models import hub
 
