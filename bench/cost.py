@@ -1,0 +1,167 @@
+"""What FAN costs: parameters, GFLOPs, CPU latency, training-step time, conversion time.
+
+    python bench/cost.py [--quick] [--repeats 20] [--size 112] [--out bench/results/cost.md]
+
+Latencies are medians of interleaved runs after warm-up, measured side by side in one process
+(original vs adapted vs specialized), with torch.set_num_threads(--threads).
+"""
+
+import argparse
+import copy
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode
+
+import fan_convert
+from fan_convert.train.loss import mutual_distillation_loss
+from fan_convert.zoo import build
+
+KEYS = (4, 8, 16)
+console = Console(width=130)
+
+
+def params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def gflops(model, t, size, batch=1) -> float:
+    meta = copy.deepcopy(model).to("meta")
+    with torch.no_grad(), fan_convert.frames(t), FlopCounterMode(display=False) as counter:
+        meta(torch.zeros(batch, 3, t, size, size, device="meta"))
+    return counter.get_total_flops() / 1e9
+
+
+def interleaved_ms(models: dict, make_input, repeats: int, t: int) -> dict[str, float]:
+    times = {name: [] for name in models}
+    x = make_input()
+    with torch.no_grad(), fan_convert.frames(t):
+        for model in models.values():  # warm-up
+            model(x)
+            model(x)
+        for _ in range(repeats):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(x)
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(v) for name, v in times.items()}
+
+
+def markdown(title: str, header: list[str], rows: list[list[str]]) -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def show(title, header, rows) -> str:
+    table = Table(title=title)
+    for h in header:
+        table.add_column(h, justify="left" if h == header[0] else "right")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    return markdown(title, header, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small configuration for a smoke test")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="bench/results/cost.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    arch = "timm:resnet18" if args.quick else "timm:resnet50"
+    size = 32 if args.quick else args.size
+    repeats = 3 if args.quick else args.repeats
+    report = [f"# Cost of FAN ({arch} as TSM, {size}x{size}, {args.threads} CPU threads)\n"]
+
+    started = time.perf_counter()
+    original = build(arch, temporal="tsm").eval()
+    build_s = time.perf_counter() - started
+    started = time.perf_counter()
+    paper = fan_convert.adapt(original, KEYS, targets="paper").eval()
+    convert_s = time.perf_counter() - started
+    default = fan_convert.adapt(original, KEYS).eval()
+    with torch.no_grad():  # as after fine-tuning: keys differ, alterations non-zero
+        for fan in (paper, default):
+            for name, p in fan.named_parameters():
+                if ".scales." in name:
+                    p.normal_(0, 0.05)
+    plain = {t: fan_convert.specialize(paper, t) for t in KEYS}
+
+    rows = [["original", f"{params(original):,}", "-"]]
+    for name, fan in (("adapted, paper targets", paper), ("adapted, default targets", default)):
+        rows.append([name, f"{params(fan):,}", f"+{params(fan) - params(original):,} (+{100 * fan.fan_plan.overhead:.2f}%)"])
+    rows.append(["specialized (any T)", f"{params(plain[8]):,}", f"{params(plain[8]) - params(original):+,}"])
+    report.append(show("Parameters", ["model", "parameters", "vs original"], rows))
+
+    rows = [[str(t), f"{gflops(original, t, size):.2f}", f"{gflops(paper, t, size):.2f}", f"{gflops(plain[t], t, size):.2f}"] for t in KEYS]
+    report.append(show(f"GFLOPs per clip (1x3xTx{size}x{size})", ["T", "original", "adapted", "specialized"], rows))
+
+    rows = []
+    for batch in (1, 8):
+        for t in KEYS:
+            ms = interleaved_ms({"original": original, "adapted": paper, "specialized": plain[t]},
+                                lambda: torch.randn(batch, 3, t, size, size), repeats, t)
+            rows.append([f"{batch}", str(t), f"{ms['original']:.1f}", f"{ms['adapted']:.1f} ({100 * (ms['adapted'] / ms['original'] - 1):+.1f}%)",
+                         f"{ms['specialized']:.1f} ({100 * (ms['specialized'] / ms['original'] - 1):+.1f}%)"])
+    report.append(show(f"CPU latency, median of {repeats} interleaved runs (ms)", ["batch", "T", "original", "adapted", "specialized"], rows))
+
+    report.append(training_step(args, size, repeats))
+    rows = [[f"build {arch} (random weights)", f"{build_s:.2f}"], [f"adapt {arch} (3 keys, paper targets)", f"{convert_s:.2f}"]]
+    report.append(show("Conversion time (s)", ["step", "seconds"], rows))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(report))
+    console.print(f"wrote {args.out}")
+
+
+def training_step(args, size: int, repeats: int) -> str:
+    """One FAN step (4+8+16-frame views of one batch) vs one ST step at each of 4, 8 and 16."""
+    torch.manual_seed(0)
+    batch = 8
+    make = lambda: build("fan_convert:tiny_resnet", temporal="tsm", num_classes=10)  # noqa: E731
+    fan = fan_convert.adapt(make(), KEYS).train()
+    singles = {t: make().train() for t in KEYS}
+    views = {t: torch.randn(batch, 3, t, 32, 32) for t in KEYS}
+    labels = torch.randint(0, 10, (batch,))
+    opt_fan = torch.optim.SGD(fan.parameters(), lr=0.01)
+    opts = {t: torch.optim.SGD(m.parameters(), lr=0.01) for t, m in singles.items()}
+
+    def fan_step():
+        loss, _ = mutual_distillation_loss({t: fan(v) for t, v in views.items()}, labels)
+        opt_fan.zero_grad()
+        loss.backward()
+        opt_fan.step()
+
+    def st_step(t):
+        loss = torch.nn.functional.cross_entropy(singles[t](views[t]), labels)
+        opts[t].zero_grad()
+        loss.backward()
+        opts[t].step()
+
+    steps = {"FAN (4+8+16)": fan_step, **{f"ST at {t}": (lambda t=t: st_step(t)) for t in KEYS}}
+    times = {name: [] for name in steps}
+    for step in steps.values():
+        step()
+    for _ in range(max(repeats, 5)):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    ms = {name: 1000 * statistics.median(v) for name, v in times.items()}
+    st_total = sum(ms[f"ST at {t}"] for t in KEYS)
+    rows = [[name, f"{value:.1f}"] for name, value in ms.items()]
+    rows.append(["sum of the three ST steps", f"{st_total:.1f}"])
+    rows.append(["FAN / sum of ST", f"{ms['FAN (4+8+16)'] / st_total:.3f}x"])
+    return show(f"Training step, TSM tiny_resnet, batch {batch}, 32x32 (ms, median)", ["step", "ms"], rows)
+
+
+if __name__ == "__main__":
+    main()
