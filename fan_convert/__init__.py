@@ -7,6 +7,7 @@
 """
 
 from .context import NoActiveFrames, active_frames, frames, nearest_key
+from . import zoo
 from .io import load, read_checkpoint, read_manifest, save, save_specialized
 from .nn import NormBank, NotFoldableError, ResidualAlteration, WeightAlteration, fold_alteration
 from .surgery import (
@@ -21,10 +22,12 @@ from .surgery import (
     specialize,
 )
 
+from .zoo import build
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "adapt", "apply_plan", "plan", "save", "save_specialized", "load", "read_manifest", "read_checkpoint", "specialize", "get_plan", "frames", "active_frames", "nearest_key", "register_norm",
+    "adapt", "build", "zoo", "apply_plan", "plan", "save", "save_specialized", "load", "read_manifest", "read_checkpoint", "specialize", "get_plan", "frames", "active_frames", "nearest_key", "register_norm",
     "ConversionPlan", "Site", "NormBank", "WeightAlteration", "ResidualAlteration", "fold_alteration",
     "NotFoldableError", "NoActiveFrames", "UnsupportedNormWarning", "__version__",
 ]
