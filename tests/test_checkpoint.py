@@ -123,3 +123,12 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     assert target.read_bytes() == b"keep me"
     with pytest.raises(OutputError, match="does not exist; create it first"):
         atomic_write(tmp_path / "nope" / "out.safetensors", lambda temp: None)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "out.bin", lambda temp: open(temp, "wb").close())
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by a serving process of another user

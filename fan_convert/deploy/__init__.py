@@ -1,0 +1,24 @@
+"""Deployment: verified artifacts for one frame count, and the frame count for a latency budget.
+
+    from fan_convert.deploy import choose_frames, export_specialized
+
+    export_specialized(fan, 8, "model_8.pt2", input_size=112)        # torch.export, verified
+    export_specialized(fan, 8, "model_8.onnx", format="onnx")        # pip install 'fan-convert[onnx]'
+    result = choose_frames(fan, latency_ms=40, threads=2)            # largest T that fits 40 ms
+"""
+
+from .budget import BudgetResult, BudgetRow, choose_frames, measure_latency, read_accuracy
+from .export import (
+    FORMATS,
+    ExportError,
+    ExportResult,
+    VerificationError,
+    export_specialized,
+    export_verified,
+    make_clip,
+)
+
+__all__ = [
+    "export_specialized", "export_verified", "make_clip", "ExportResult", "ExportError", "VerificationError", "FORMATS",
+    "measure_latency", "choose_frames", "read_accuracy", "BudgetResult", "BudgetRow",
+]

@@ -1,0 +1,279 @@
+"""Choosing the frame count for a latency budget: measure the specialized (plain) model at each
+candidate T on the deployment device, and pick the largest T — or, given accuracies, the most
+accurate T — whose latency fits.
+
+    result = choose_frames(fan, 40.0, threads=2, size=112)
+    result.chosen          # e.g. 8, or None when nothing fits (result.message says why)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..context import check_frame_count, nearest_key
+from ..context import frames as select_frames
+from ..surgery import check_frames, get_plan, specialize
+from .export import _fresh, make_clip
+
+__all__ = ["BudgetResult", "BudgetRow", "choose_frames", "measure_latency", "read_accuracy"]
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """One candidate frame count: the sub-network serving it, its measured latency, its accuracy."""
+
+    t: int
+    key: int  # the trained key (sub-network) serving t
+    latency_ms: float  # median over the repeats
+    accuracy: float | None  # top-1 from the accuracy table, if given
+    fits: bool  # latency_ms <= the budget
+
+    @property
+    def trained(self) -> bool:
+        return self.t == self.key
+
+
+@dataclass
+class BudgetResult:
+    """The latency/accuracy table and the choice. ``chosen`` is None when nothing fits."""
+
+    budget_ms: float
+    rows: list[BudgetRow]
+    chosen: int | None
+    rule: str  # "largest T" or "most accurate"
+    settings: dict = field(default_factory=dict)  # batch, size, device, threads, warmup, repeats
+
+    def row(self, t: int) -> BudgetRow:
+        return next(r for r in self.rows if r.t == t)
+
+    @property
+    def fastest(self) -> BudgetRow:
+        return min(self.rows, key=lambda r: (r.latency_ms, r.t))
+
+    @property
+    def message(self) -> str:
+        """One line: what was chosen and why, or why nothing was."""
+        where = _where(self.settings)
+        if self.chosen is None:
+            fast = self.fastest
+            others = ", ".join(f"T={r.t} {r.latency_ms:.1f} ms" for r in self.rows if r is not fast)
+            return (
+                f"no frame count fits {self.budget_ms:g} ms ({where}): the fastest is T={fast.t} (key {fast.key}) at "
+                f"{fast.latency_ms:.1f} ms{f' ({others})' if others else ''}; raise the budget, lower the input size or batch, "
+                "or use more threads"
+            )
+        row = self.row(self.chosen)
+        acc = f", top-1 {row.accuracy:.2f}" if row.accuracy is not None else ""
+        why = "the most accurate" if self.rule == "most accurate" else "the largest"
+        return f"T={row.t} (key {row.key}): {row.latency_ms:.1f} ms <= {self.budget_ms:g} ms{acc} — {why} frame count that fits ({where})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget_ms": self.budget_ms, "chosen": self.chosen, "rule": self.rule, "settings": dict(self.settings),
+            "rows": [asdict(r) for r in self.rows], "message": self.message,
+        }
+
+
+def _where(settings: dict) -> str:
+    size = settings.get("size")
+    size = f"{size}x{size}" if isinstance(size, int) else "x".join(str(s) for s in size or ())
+    threads = settings.get("threads")
+    parts = [f"batch {settings.get('batch')}", size, str(settings.get("device"))]
+    if threads:
+        parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
+    return ", ".join(p for p in parts if p)
+
+
+@contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` inside the block, the previous value restored after."""
+    if threads is None:
+        yield
+        return
+    check_frame_count(threads, "threads")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available here; use --device cpu")
+    return device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(
+    model: nn.Module,
+    t: int,
+    *,
+    batch: int = 1,
+    size: int | Sequence[int] = 112,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    warmup: int = 3,
+    repeats: int = 20,
+    example_input: Any = None,
+) -> float:
+    """The median latency in milliseconds of one forward of ``model`` on a clip of ``t`` frames.
+
+    ``model`` is moved to ``device`` and run in eval mode under :func:`torch.inference_mode`
+    (its training flag is restored afterwards); the clip is ``(batch, 3, t, size, size)``
+    (``example_input`` to give your own; SlowFast models get ``[slow, fast]``). A FAN runs its
+    ``t``-frame sub-network; for deployment numbers pass ``fan_convert.specialize(fan, t)``.
+    ``threads``: :func:`torch.set_num_threads` during the measurement, restored after.
+
+    Example::
+
+        ms = measure_latency(fan_convert.specialize(fan, 8), 8, size=112, threads=2)
+    """
+    t = check_frame_count(t, "frames")
+    check_frame_count(batch, "batch")
+    check_frame_count(repeats, "repeats")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+    device = _device(device)
+    x = example_input if example_input is not None else make_clip(model, t, size, batch=batch, device=device)
+    was_training = model.training
+    model.to(device).eval()
+    times = []
+    try:
+        with num_threads(threads), torch.inference_mode(), select_frames(t):
+            for i in range(warmup + repeats):
+                clip = _fresh(x)
+                _sync(device)
+                start = time.perf_counter()
+                model(clip)
+                _sync(device)
+                if i >= warmup:
+                    times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return 1000 * statistics.median(times)
+
+
+def choose_frames(
+    fan: nn.Module,
+    latency_ms: float,
+    *,
+    candidates: Sequence[int] | None = None,
+    batch: int = 1,
+    size: int | Sequence[int] = 112,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    accuracy: dict[int, float] | None = None,
+    warmup: int = 3,
+    repeats: int = 20,
+    rounds: int = 4,
+) -> BudgetResult:
+    """Measure the specialized model at each candidate frame count and choose one that fits
+    ``latency_ms``.
+
+    Args:
+        fan: an adapted model.
+        latency_ms: the budget for one forward of ``batch`` clips, in milliseconds.
+        candidates: frame counts to consider; default: the trained keys plus every T in
+            ``accuracy`` (an untrained T runs the nearest key's sub-network).
+        batch, size, device, threads, warmup, repeats: how to measure (:func:`measure_latency`);
+            measure as you will deploy.
+        accuracy: top-1 per frame count (e.g. :func:`read_accuracy` of ``fan-convert eval --json``).
+        rounds: the ``repeats`` are split into this many rounds that visit every candidate in
+            turn (so a slow spell on a busy machine does not favour one T); each T's latency is
+            the median of its rounds' medians.
+
+    Returns:
+        A :class:`BudgetResult`: one row per candidate (T, key, latency, accuracy, fits) and
+        ``chosen``: without ``accuracy``, the largest T that fits; with it, the most accurate T
+        that fits (ties: the faster; T without an accuracy are not chosen unless no fitting T
+        has one). None when nothing fits; ``result.message`` names the fastest option.
+
+    Example::
+
+        result = choose_frames(fan, 40.0, threads=2)
+        print(result.message)
+    """
+    keys = get_plan(fan).frames
+    if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)) or not latency_ms > 0:
+        raise ValueError(f"the latency budget must be a positive number of milliseconds, got {latency_ms!r}")
+    accuracy = {check_frame_count(int(t) if isinstance(t, str) else t, "accuracy frame count"): float(a)
+                for t, a in (accuracy or {}).items()}
+    if candidates is None:
+        candidates = sorted(set(keys) | set(accuracy))
+    candidates = check_frames(candidates)
+    device = _device(device)
+    check_frame_count(repeats, "repeats")
+    check_frame_count(rounds, "rounds")
+    rounds = min(rounds, repeats)
+    plains = {t: specialize(fan, t, unfoldable="keep") for t in candidates}
+    examples = {t: make_clip(fan, t, size, batch=batch, device=device) for t in candidates}
+    measured: dict[int, list[float]] = {t: [] for t in candidates}
+    with num_threads(threads):
+        # interleaved rounds: a slow spell on a shared machine hits every T, not only one
+        for i in range(rounds):
+            for t in candidates:
+                ms = measure_latency(plains[t], t, batch=batch, size=size, device=device, threads=threads,
+                                     warmup=warmup if i == 0 else 1, repeats=repeats // rounds + (i < repeats % rounds),
+                                     example_input=examples[t])
+                measured[t].append(float(ms))
+    del plains
+    rows = []
+    for t in candidates:
+        ms = statistics.median(measured[t])
+        rows.append(BudgetRow(t=t, key=nearest_key(t, keys), latency_ms=ms, accuracy=accuracy.get(t), fits=ms <= latency_ms))
+    fitting = [r for r in rows if r.fits]
+    rated = [r for r in fitting if r.accuracy is not None]
+    if accuracy and rated:
+        chosen, rule = max(rated, key=lambda r: (r.accuracy, -r.latency_ms, r.t)).t, "most accurate"
+    else:
+        chosen, rule = (max(r.t for r in fitting) if fitting else None), "largest T"
+    settings = {"batch": batch, "size": size, "device": str(device), "threads": threads, "warmup": warmup, "repeats": repeats,
+                "rounds": rounds}
+    return BudgetResult(budget_ms=float(latency_ms), rows=rows, chosen=chosen, rule=rule, settings=settings)
+
+
+def read_accuracy(path: str | os.PathLike, metric: str = "top1") -> dict[int, float]:
+    """Accuracy per frame count from a results file written by ``fan-convert eval --json``
+    (:func:`fan_convert.train.evaluate.save_results`): ``{model: {"8": {"top1": ...}, ...}}``.
+    The first model's entry is used."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"accuracy file '{path}' does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"accuracy file '{path}' is not JSON; write it with `fan-convert eval ... --json {path.name}`") from None
+    if not isinstance(data, dict) or not data or not isinstance(next(iter(data.values())), dict):
+        raise ValueError(f"accuracy file '{path}' is not an eval results file ({{model: {{frames: {{{metric}: ...}}}}}}); "
+                         f"write it with `fan-convert eval ... --json {path.name}`")
+    name, entry = next(iter(data.items()))
+    accuracy = {}
+    for t, metrics in entry.items():
+        try:
+            frames = check_frame_count(int(t), "frame count")
+            accuracy[frames] = float(metrics[metric])
+        except (ValueError, TypeError, KeyError):
+            raise ValueError(f"accuracy file '{path}': entry {t!r} of {name!r} has no frame count with a {metric!r} value") from None
+    if not accuracy:
+        raise ValueError(f"accuracy file '{path}' has no results for the model {name!r} (its first entry)")
+    return accuracy

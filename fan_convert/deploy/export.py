@@ -1,0 +1,337 @@
+"""Deployable artifacts for one frame count: the FAN specialized to T (the plain architecture,
+alterations folded), exported with :func:`torch.export.export` to a ``.pt2`` file or to ONNX,
+written atomically and verified by loading the artifact back and comparing it with the FAN.
+
+    path = export_specialized(fan, 8, "r3d_8.pt2", input_size=112)
+    path = export_specialized(fan, 8, "r3d_8.onnx", format="onnx")   # needs onnx, onnxscript, onnxruntime
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves, tree_map
+
+from ..context import check_frame_count, infer_frames, nearest_key
+from ..context import frames as select_frames
+from ..io.atomic import atomic_write, check_output
+from ..surgery import get_plan, specialize
+
+__all__ = ["FORMATS", "ExportError", "ExportResult", "VerificationError", "export_specialized", "export_verified", "make_clip"]
+
+FORMATS = ("torch-export", "onnx")
+SUFFIXES = {"torch-export": ".pt2", "onnx": ".onnx"}
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+ONNX_INSTALL = "pip install 'fan-convert[onnx]' (or: pip install onnx onnxscript onnxruntime)"
+
+
+class ExportError(ValueError):
+    """The specialized model could not be exported."""
+
+
+class VerificationError(ValueError):
+    """The exported artifact does not compute what the FAN computes at that frame count."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One verified artifact: where it is, what it serves, and how close it is to the FAN."""
+
+    path: Path
+    frames: int  # the frame count the artifact takes
+    key: int  # the trained key (sub-network) serving it
+    format: str
+    bytes: int  # size on disk
+    max_diff: float  # max |artifact(x) - fan(x)| on the verification clip
+    input_shape: tuple  # shape(s) of the verification clip
+    seconds: float  # specialize + export + write + verify
+
+
+def _size(input_size: int | Sequence[int]) -> tuple[int, int]:
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+        raise ValueError(f"input_size must be a positive int or (H, W), got {input_size!r}")
+    return size
+
+
+def _slowfast_alpha(model: nn.Module) -> int | None:
+    """The slow pathway's frame stride of a zoo SlowFast model (its input is [slow, fast])."""
+    spec = (getattr(model, "fan_arch", None) or {}).get("spec")
+    if not spec:
+        return None
+    from ..zoo.catalog import ZOO
+
+    return next((entry.alpha for entry in ZOO if entry.spec == spec and entry.alpha), None)
+
+
+def make_clip(
+    model: nn.Module, t: int, input_size: int | Sequence[int] = 224, *, batch: int = 1, alpha: int | None = None,
+    device: str | torch.device = "cpu", seed: int = 0,
+) -> torch.Tensor | list[torch.Tensor]:
+    """A random clip of ``t`` frames in ``model``'s input layout: ``(batch, 3, t, H, W)``, or
+    ``(batch, t, 3, H, W)`` for a model adapted with ``frame_axis=1``, or ``[slow, fast]`` for a
+    SlowFast model (``alpha``: the slow pathway takes every alpha-th frame; found from the zoo
+    for models built by spec)."""
+    t = check_frame_count(t, "frames")
+    check_frame_count(batch, "batch")
+    h, w = _size(input_size)
+    plan = getattr(model, "fan_plan", None)
+    axis = getattr(plan, "frame_axis", 2)
+    g = torch.Generator().manual_seed(seed)
+    shape = [batch, 3, h, w]
+    shape.insert(axis, t)
+    clip = torch.randn(shape, generator=g).to(device)
+    alpha = alpha if alpha is not None else _slowfast_alpha(model)
+    if alpha:
+        slow = clip[(slice(None),) * axis + (slice(None, None, alpha),)].contiguous()
+        return [slow, clip]
+    return clip
+
+
+def _fresh(x: Any) -> Any:
+    """A new container around the same tensors (SlowFast's forward rewrites its input list)."""
+    return tree_map(lambda v: v, x)
+
+
+def _max_diff(got: Any, want: Any) -> float:
+    got, want = tree_leaves(got), tree_leaves(want)
+    if len(got) != len(want):
+        return float("inf")
+    worst = 0.0
+    for a, b in zip(got, want, strict=True):
+        a, b = torch.as_tensor(a).detach().cpu().float(), torch.as_tensor(b).detach().cpu().float()
+        if a.shape != b.shape:
+            return float("inf")
+        diff = (a - b).abs().max().item() if a.numel() else 0.0
+        if diff != diff:  # NaN
+            return float("nan")
+        worst = max(worst, diff)
+    return worst
+
+
+def _check_onnx() -> None:
+    missing = []
+    for name in ONNX_PACKAGES:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(
+            f"ONNX export needs {', '.join(ONNX_PACKAGES)} (missing: {', '.join(missing)}); install them with: {ONNX_INSTALL}"
+        )
+
+
+def _check_example(example: Any, t: int, frame_axis: int) -> Any:
+    leaves = tree_leaves(example)
+    if not leaves or not all(isinstance(v, torch.Tensor) for v in leaves):
+        raise ValueError("example_input must be a tensor or a list of tensors (SlowFast: [slow, fast])")
+    seen = infer_frames((example,), {}, frame_axis)
+    if seen is not None and seen != t:
+        raise ValueError(f"example_input has {seen} frames but frames={t}; give a clip of {t} frames")
+    return example
+
+
+def _batch_of(example: Any) -> int:
+    return tree_leaves(example)[0].shape[0]
+
+
+def _grow_batch(example: Any, batch: int) -> Any:
+    """The same clip repeated to ``batch`` videos (noise added so videos differ)."""
+    def grow(v: torch.Tensor) -> torch.Tensor:
+        reps = -(-batch // v.shape[0])
+        out = v.repeat(reps, *([1] * (v.dim() - 1)))[:batch].clone()
+        out[v.shape[0]:] += 0.1 * torch.randn_like(out[v.shape[0]:])
+        return out
+
+    return tree_map(grow, example)
+
+
+def _export_program(plain: nn.Module, example: Any, dynamic_batch: bool, t: int):
+    dynamic_shapes = None
+    if dynamic_batch:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        dynamic_shapes = (tree_map(lambda v: {0: batch}, example),)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.export(plain, (_fresh(example),), dynamic_shapes=dynamic_shapes, strict=False)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ExportError(f"torch.export could not export the {t}-frame model ({type(err).__name__}: {first})") from err
+
+
+def _readable(temp: str) -> None:
+    """Give the temporary file the mode a plain ``open()`` would (mkstemp makes it owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)
+
+
+def _write_pt2(program, temp: str) -> Any:
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    Path(temp).write_bytes(buffer.getvalue())
+    loaded = torch.export.load(io.BytesIO(Path(temp).read_bytes())).module()
+    return lambda x: loaded(_fresh(x))
+
+
+def _write_onnx(program, example: Any, temp: str) -> Any:
+    import onnxruntime
+
+    single = isinstance(example, torch.Tensor)
+    names = {"input_names": ["clip"], "output_names": ["logits"]} if single else {}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            onnx_program = torch.onnx.export(program, (_fresh(example),), dynamo=True, verbose=False, **names)
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ExportError(f"torch.onnx could not convert the exported program ({type(err).__name__}: {first})") from err
+        try:  # one self-contained file (the weights inside: ONNX's protobuf limit is 2 GB)
+            onnx_program.save(temp, external_data=False)
+        except (ValueError, RuntimeError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ExportError(f"could not write a single-file ONNX model ({type(err).__name__}: {first}); "
+                              "models over 2 GB need --format torch-export") from err
+    session = onnxruntime.InferenceSession(temp, providers=["CPUExecutionProvider"])
+    inputs = [i.name for i in session.get_inputs()]
+
+    def run(x):
+        leaves = [v.detach().cpu().numpy() for v in tree_leaves(x)]
+        if len(leaves) != len(inputs):
+            raise VerificationError(f"the ONNX model takes {len(inputs)} inputs, the clip has {len(leaves)} tensors")
+        return [torch.from_numpy(o) for o in session.run(None, dict(zip(inputs, leaves, strict=True)))]
+
+    return run
+
+
+def export_verified(
+    fan: nn.Module,
+    frames: int,
+    path: str | os.PathLike,
+    *,
+    format: str = "torch-export",
+    example_input: Any = None,
+    input_size: int | Sequence[int] = 224,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    overwrite: bool = False,
+    atol: float = 1e-4,
+    unfoldable: str = "error",
+) -> ExportResult:
+    """Like :func:`export_specialized`, returning an :class:`ExportResult` (path, key, size on
+    disk, max difference from the FAN)."""
+    started = time.perf_counter()
+    plan = get_plan(fan)
+    t = check_frame_count(frames, "frames")
+    if format not in FORMATS:
+        raise ValueError(f"format {format!r} is not supported: use one of {', '.join(FORMATS)}")
+    if not atol >= 0:
+        raise ValueError(f"atol must be >= 0, got {atol!r}")
+    path = check_output(path, overwrite)
+    if format == "onnx":
+        _check_onnx()
+    if example_input is None:
+        device = next((p.device for p in fan.parameters()), torch.device("cpu"))
+        example_input = make_clip(fan, t, input_size, batch=batch, device=device)
+    example = _check_example(example_input, t, plan.frame_axis)
+    trace_example = _grow_batch(example, 2) if dynamic_batch and _batch_of(example) == 1 else example
+    checks = [example] + ([_grow_batch(example, _batch_of(example) + 1)] if dynamic_batch else [])
+
+    was_training = fan.training
+    fan.eval()
+    try:
+        with torch.no_grad(), select_frames(t):
+            want = [fan(_fresh(x)) for x in checks]
+    finally:
+        fan.train(was_training)
+    plain = specialize(fan, t, unfoldable=unfoldable).eval()
+    program = _export_program(plain, trace_example, dynamic_batch, t)
+    del plain
+    report: dict[str, float] = {}
+
+    def write(temp: str) -> None:
+        run = _write_pt2(program, temp) if format == "torch-export" else _write_onnx(program, trace_example, temp)
+        _readable(temp)
+        with torch.no_grad():
+            diff = max(_max_diff(run(x), w) for x, w in zip(checks, want, strict=True))
+        report["max_diff"] = diff
+        if not diff <= atol:
+            raise VerificationError(
+                f"verification failed: the exported {t}-frame model differs from the FAN at {t} frames by "
+                f"{diff:.3g} (max |diff|, tolerance {atol:g}); {path} was not written"
+            )
+
+    written = atomic_write(path, write, overwrite)
+    shapes = tuple(tuple(v.shape) for v in tree_leaves(example))
+    return ExportResult(
+        path=written, frames=t, key=nearest_key(t, plan.frames), format=format, bytes=written.stat().st_size,
+        max_diff=report["max_diff"], input_shape=shapes[0] if len(shapes) == 1 else shapes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def export_specialized(
+    fan: nn.Module,
+    frames: int,
+    path: str | os.PathLike,
+    *,
+    format: str = "torch-export",
+    example_input: Any = None,
+    input_size: int | Sequence[int] = 224,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    overwrite: bool = False,
+    atol: float = 1e-4,
+    unfoldable: str = "error",
+) -> Path:
+    """Export the FAN specialized to ``frames`` (the plain architecture, alterations folded) as a
+    deployable artifact, verified, and return its path.
+
+    Args:
+        fan: an adapted model (:func:`fan_convert.adapt` or :func:`fan_convert.load`).
+        frames: the frame count T the artifact takes (an untrained T uses the nearest key).
+        path: output file; ``.pt2`` for ``"torch-export"``, ``.onnx`` for ``"onnx"`` by convention.
+        format: ``"torch-export"`` (:func:`torch.export.export`, saved with
+            :func:`torch.export.save`) or ``"onnx"`` (the dynamo ONNX exporter, one self-contained
+            file; needs ``onnx``, ``onnxscript`` and ``onnxruntime``: ``pip install 'fan-convert[onnx]'``).
+        example_input: the clip to export and verify with: a tensor ``(B, 3, T, H, W)``, or a
+            list for multi-pathway models (SlowFast: ``[slow, fast]``). Default: a random clip of
+            ``batch`` videos at ``input_size``.
+        input_size: spatial size of the default clip, an int or ``(H, W)``.
+        batch: videos in the default clip.
+        dynamic_batch: export with a dynamic batch dimension (traced at batch 2 at least, and
+            verified at two batch sizes); otherwise every input shape is fixed.
+        overwrite: replace an existing ``path``.
+        atol: the largest allowed ``max |artifact(x) - fan(x)|``.
+        unfoldable: ``"error"`` or ``"keep"`` for kernel > 1 alterations (see :func:`fan_convert.specialize`).
+
+    The artifact is written to a temporary file next to ``path``, loaded back
+    (:func:`torch.export.load` / onnxruntime) and run on the clip; its output must match
+    ``with fan_convert.frames(T): fan(clip)`` within ``atol``. Only then is it renamed onto
+    ``path``: a failure (export, verification, full disk) leaves no file behind and never
+    replaces an existing one.
+
+    Raises:
+        ExportError: the model does not export; VerificationError: the outputs differ;
+        ImportError: ONNX packages missing; ValueError / OutputError: bad arguments or output path.
+
+    Example::
+
+        fan_convert.deploy.export_specialized(fan, 8, "r3d_8.pt2", input_size=112)
+        model = torch.export.load("r3d_8.pt2").module()
+    """
+    return export_verified(
+        fan, frames, path, format=format, example_input=example_input, input_size=input_size, batch=batch,
+        dynamic_batch=dynamic_batch, overwrite=overwrite, atol=atol, unfoldable=unfoldable,
+    ).path

@@ -1,0 +1,350 @@
+"""Deployment: verified torch.export / ONNX artifacts per frame count, and the frame count for a
+latency budget (fan_convert.deploy, `fan-convert export`, `fan-convert budget`)."""
+
+import json
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import fan_convert
+from fan_convert.cli import app, cli_args
+from fan_convert.deploy import (
+    ExportError,
+    VerificationError,
+    choose_frames,
+    export_specialized,
+    export_verified,
+    make_clip,
+    measure_latency,
+    read_accuracy,
+)
+from fan_convert.deploy import budget as budget_module
+from fan_convert.deploy import export as export_module
+from fan_convert.io import OutputError
+from fan_convert.train.evaluate import save_results
+from fan_convert.zoo import build
+
+KEYS = (4, 8, 16)
+SIZE = 32
+runner = CliRunner()
+
+
+def tiny_fan() -> nn.Module:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3).eval()
+        fan = fan_convert.adapt(model, frames=KEYS)
+    with torch.no_grad():  # as if fine-tuned: every key's norms and alterations differ
+        for name, p in fan.named_parameters():
+            if ".norms." in name or ".scales." in name:
+                p.add_(0.1 * torch.randn_like(p))
+        for name, b in fan.named_buffers():
+            if "running_var" in name:
+                b.mul_(1 + 0.5 * torch.rand_like(b))
+    return fan.eval()
+
+
+@pytest.fixture(scope="module")
+def fan():
+    return tiny_fan()
+
+
+@pytest.fixture(scope="module")
+def fan_file(fan, tmp_path_factory):
+    return fan_convert.save(fan, tmp_path_factory.mktemp("fan") / "tiny.fan.safetensors")
+
+
+def invoke(*args: str):
+    return runner.invoke(app, cli_args([str(a) for a in args]), env={"COLUMNS": "200"})
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+def test_torch_export_round_trip_at_every_key(fan, tmp_path):
+    artifacts = {}
+    for t in KEYS:
+        result = export_verified(fan, t, tmp_path / f"m_{t}.pt2", input_size=SIZE)
+        assert result.path.is_file() and result.bytes == result.path.stat().st_size > 0
+        assert result.frames == t and result.key == t and result.format == "torch-export"
+        assert result.max_diff <= 1e-4 and result.input_shape == (1, 3, t, SIZE, SIZE)
+        # the artifact, loaded on its own, computes the FAN's sub-network for t on a fresh clip
+        artifacts[t] = torch.export.load(str(result.path)).module()
+        x = torch.randn(1, 3, t, SIZE, SIZE)
+        with torch.no_grad(), fan_convert.frames(t):
+            assert (artifacts[t](x) - fan(x)).abs().max() <= 1e-4
+    # the keys really differ, so matching the right one means something
+    x = torch.randn(1, 3, 8, SIZE, SIZE)
+    with torch.no_grad(), fan_convert.frames(4):
+        assert (artifacts[8](x) - fan(x)).abs().max() > 1e-3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"m_{t}.pt2" for t in KEYS)
+
+
+def test_an_untrained_t_with_a_dynamic_batch(fan, tmp_path):
+    path = export_specialized(fan, 6, tmp_path / "dyn.pt2", input_size=SIZE, dynamic_batch=True)
+    assert path == tmp_path / "dyn.pt2"
+    artifact = torch.export.load(str(path)).module()
+    for b in (1, 3):
+        x = torch.randn(b, 3, 6, SIZE, SIZE)
+        with torch.no_grad(), fan_convert.frames(6):  # T=6 runs key 8's sub-network
+            assert (artifact(x) - fan(x)).abs().max() <= 1e-4
+
+
+def test_export_checks_its_arguments(fan, tmp_path):
+    with pytest.raises(ValueError, match="not supported"):
+        export_specialized(fan, 8, tmp_path / "m.pt2", format="tflite")
+    with pytest.raises(ValueError, match="has 16 frames but frames=8"):
+        export_specialized(fan, 8, tmp_path / "m.pt2", example_input=torch.randn(1, 3, 16, SIZE, SIZE))
+    with pytest.raises(ValueError, match="not an adapted model"):
+        export_specialized(nn.Linear(2, 2), 8, tmp_path / "m.pt2")
+    with pytest.raises(OutputError, match="does not exist"):
+        export_specialized(fan, 8, tmp_path / "missing" / "m.pt2", input_size=SIZE)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _spoiled_specialize(monkeypatch):
+    real = export_module.specialize
+
+    def spoiled(model, t, **kwargs):
+        plain = real(model, t, **kwargs)
+        with torch.no_grad():
+            plain.backbone.fc.bias.add_(0.01)  # the artifact now differs from the FAN
+        return plain
+
+    monkeypatch.setattr(export_module, "specialize", spoiled)
+
+
+def test_a_failed_verification_leaves_no_file_and_never_clobbers(fan, tmp_path, monkeypatch):
+    _spoiled_specialize(monkeypatch)
+    with pytest.raises(VerificationError, match="differs from the FAN at 8 frames by 0.01"):
+        export_specialized(fan, 8, tmp_path / "m.pt2", input_size=SIZE)
+    assert list(tmp_path.iterdir()) == []  # neither the artifact nor a temporary file
+    existing = tmp_path / "m.pt2"
+    existing.write_bytes(b"the previous artifact")
+    with pytest.raises(OutputError, match="already exists"):
+        export_specialized(fan, 8, existing, input_size=SIZE)
+    with pytest.raises(VerificationError):
+        export_specialized(fan, 8, existing, input_size=SIZE, overwrite=True)
+    assert existing.read_bytes() == b"the previous artifact"
+    assert list(tmp_path.iterdir()) == [existing]
+    # a looser tolerance accepts it
+    assert export_verified(fan, 8, existing, input_size=SIZE, overwrite=True, atol=0.02).max_diff == pytest.approx(0.01, rel=1e-3)
+
+
+def test_a_model_that_does_not_export_is_a_clear_error(fan, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("data-dependent control flow\nmore detail")
+
+    monkeypatch.setattr(torch.export, "export", broken)
+    with pytest.raises(ExportError, match=r"could not export the 8-frame model \(RuntimeError: data-dependent control flow\)"):
+        export_specialized(fan, 8, tmp_path / "m.pt2", input_size=SIZE)
+    assert list(tmp_path.iterdir()) == []
+
+
+class TwoPathway(nn.Module):
+    """A SlowFast-like model: input [slow, fast], the slow pathway at a quarter of the frames."""
+
+    def __init__(self):
+        super().__init__()
+        self.slow = nn.Sequential(nn.Conv3d(3, 4, 1), nn.BatchNorm3d(4), nn.ReLU())
+        self.fast = nn.Sequential(nn.Conv3d(3, 4, 1), nn.BatchNorm3d(4), nn.ReLU())
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        slow, fast = x
+        return self.head(torch.cat([self.slow(slow).mean((2, 3, 4)), self.fast(fast).mean((2, 3, 4))], 1))
+
+
+def test_list_inputs_export_and_verify(tmp_path):
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fan = fan_convert.adapt(TwoPathway().eval(), frames=(4, 8))
+    with torch.no_grad():
+        for name, p in fan.named_parameters():
+            if ".norms." in name or ".scales." in name:
+                p.add_(0.1 * torch.randn_like(p))
+    clip = make_clip(fan, 8, 16, alpha=4)
+    assert [tuple(c.shape) for c in clip] == [(1, 3, 2, 16, 16), (1, 3, 8, 16, 16)]
+    result = export_verified(fan.eval(), 8, tmp_path / "sf_8.pt2", example_input=clip)
+    assert result.input_shape == ((1, 3, 2, 16, 16), (1, 3, 8, 16, 16)) and result.max_diff <= 1e-4
+    artifact = torch.export.load(str(result.path)).module()
+    with torch.no_grad(), fan_convert.frames(8):
+        assert (artifact(list(clip)) - fan(list(clip))).abs().max() <= 1e-4
+
+
+def test_onnx_round_trip(fan, tmp_path):
+    for name in ("onnx", "onnxscript"):
+        pytest.importorskip(name)
+    ort = pytest.importorskip("onnxruntime")
+    result = export_verified(fan, 8, tmp_path / "m_8.onnx", format="onnx", input_size=SIZE, dynamic_batch=True)
+    assert result.max_diff <= 1e-4 and list(tmp_path.iterdir()) == [result.path]  # one self-contained file
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 8, SIZE, SIZE)
+    (logits,) = session.run(None, {"clip": x.numpy()})
+    with torch.no_grad(), fan_convert.frames(8):
+        assert (torch.from_numpy(logits) - fan(x)).abs().max() <= 1e-4
+
+
+def test_onnx_without_its_packages_says_how_to_install(fan, fan_file, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"missing: onnxscript\); install them with: pip install 'fan-convert\[onnx\]'"):
+        export_specialized(fan, 8, tmp_path / "m.onnx", format="onnx", input_size=SIZE)
+    line = one_line_error(invoke("export", fan_file, "--frames", "8", "--format", "onnx", "-o", tmp_path / "m.onnx"))
+    assert "pip install 'fan-convert[onnx]'" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_all_writes_one_verified_artifact_per_key(fan, fan_file, tmp_path):
+    result = invoke("export", fan_file, "--frames", "all", "--input-size", SIZE, "-o", tmp_path / "out.pt2")
+    assert result.exit_code == 0, result.output
+    for t in KEYS:
+        assert (tmp_path / f"out_{t}.pt2").is_file() and f"out_{t}.pt2" in result.output
+    x = torch.randn(1, 3, 16, SIZE, SIZE)
+    with torch.no_grad(), fan_convert.frames(16):
+        assert (torch.export.load(str(tmp_path / "out_16.pt2")).module()(x) - fan(x)).abs().max() <= 1e-4
+    assert "max |diff|" in result.output and "size on disk" in result.output
+    # an existing output is kept without --force, and nothing else is written
+    before = (tmp_path / "out_8.pt2").read_bytes()
+    result = invoke("export", fan_file, "--frames", "4", "--input-size", SIZE)  # default name: next to the model
+    assert result.exit_code == 0 and (fan_file.parent / "tiny_4.pt2").is_file()
+    result = invoke("export", fan_file, "--frames", "8", "--input-size", SIZE, "-o", tmp_path / "out_8.pt2")
+    assert "already exists" in one_line_error(result)
+    assert (tmp_path / "out_8.pt2").read_bytes() == before
+
+
+def test_cli_export_bad_inputs_fail_in_one_line(fan_file, tmp_path):
+    assert "--frames got 'x'" in one_line_error(invoke("export", fan_file, "--frames", "x"))
+    assert "not supported" in one_line_error(invoke("export", fan_file, "--frames", "8", "--format", "tflite"))
+    plain = fan_convert.save_specialized(fan_convert.load(fan_file), 8, tmp_path / "plain8.safetensors")
+    assert "specialized file" in one_line_error(invoke("export", plain, "--frames", "8"))
+    assert "does not exist" in one_line_error(invoke("export", tmp_path / "nope.safetensors", "--frames", "8"))
+
+
+# --- budget --------------------------------------------------------------------------------
+
+
+def fake_latency(calls):
+    def measure(model, t, **kwargs):
+        calls.append((model, t, kwargs))
+        return 10.0 * t  # 4 -> 40 ms, 8 -> 80 ms, 16 -> 160 ms
+
+    return measure
+
+
+def test_choose_frames_takes_the_largest_t_that_fits(fan, monkeypatch):
+    calls = []
+    monkeypatch.setattr(budget_module, "measure_latency", fake_latency(calls))
+    result = choose_frames(fan, 85, candidates=[4, 6, 8, 12, 16], batch=2, size=SIZE, threads=1)
+    assert [(r.t, r.key, r.latency_ms, r.accuracy, r.fits) for r in result.rows] == [
+        (4, 4, 40.0, None, True), (6, 8, 60.0, None, True), (8, 8, 80.0, None, True),
+        (12, 16, 120.0, None, False), (16, 16, 160.0, None, False),
+    ]
+    assert result.chosen == 8 and result.rule == "largest T"
+    assert "T=8 (key 8): 80.0 ms <= 85 ms" in result.message
+    # what was measured is the plain specialized model (what deployment runs), as asked
+    for model, t, kwargs in calls:
+        assert not hasattr(model, "fan_plan")
+        assert not any(isinstance(m, (fan_convert.NormBank, fan_convert.WeightAlteration)) for m in model.modules())
+        assert kwargs["batch"] == 2 and kwargs["size"] == SIZE and kwargs["threads"] == 1
+        assert tuple(kwargs["example_input"].shape) == (2, 3, t, SIZE, SIZE)
+    assert json.loads(json.dumps(result.to_dict()))["chosen"] == 8
+    # default candidates: the trained keys
+    assert [r.t for r in choose_frames(fan, 85, size=SIZE).rows] == list(KEYS)
+
+
+def test_choose_frames_with_accuracy_takes_the_most_accurate_t_that_fits(fan, monkeypatch):
+    monkeypatch.setattr(budget_module, "measure_latency", fake_latency([]))
+    accuracy = {4: 50.0, 6: 63.0, 8: 61.0, 12: 70.0, 16: 72.0}
+    result = choose_frames(fan, 85, accuracy=accuracy, size=SIZE)
+    assert [r.t for r in result.rows] == [4, 6, 8, 12, 16]  # untrained T from the accuracy table too
+    assert result.chosen == 6 and result.rule == "most accurate"
+    assert result.row(6).accuracy == 63.0 and "top-1 63.00" in result.message
+    assert choose_frames(fan, 1000, accuracy=accuracy, size=SIZE).chosen == 16
+
+
+def test_nothing_fits_names_the_fastest_option(fan, monkeypatch):
+    monkeypatch.setattr(budget_module, "measure_latency", fake_latency([]))
+    result = choose_frames(fan, 30, size=SIZE)
+    assert result.chosen is None and all(not r.fits for r in result.rows)
+    assert result.fastest.t == 4
+    assert "no frame count fits 30 ms" in result.message and "the fastest is T=4 (key 4) at 40.0 ms" in result.message
+    with pytest.raises(ValueError, match="positive number"):
+        choose_frames(fan, 0, size=SIZE)
+
+
+def test_measure_latency_runs_and_restores_threads(fan):
+    before = torch.get_num_threads()
+    plain = fan_convert.specialize(fan, 8)
+    ms = measure_latency(plain, 8, size=SIZE, threads=1, warmup=1, repeats=3)
+    assert 0 < ms < 10_000 and torch.get_num_threads() == before
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        measure_latency(Broken(), 8, size=SIZE, threads=1)
+    assert torch.get_num_threads() == before
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            measure_latency(plain, 8, size=SIZE, device="cuda")
+
+
+def test_choose_frames_measures_for_real(fan):
+    before = torch.get_num_threads()
+    result = choose_frames(fan, 10_000, size=SIZE, threads=1, warmup=1, repeats=2)
+    assert [r.t for r in result.rows] == list(KEYS) and all(0 < r.latency_ms < 10_000 for r in result.rows)
+    assert result.chosen == 16 and torch.get_num_threads() == before
+
+
+def test_read_accuracy_takes_the_first_model_top1(tmp_path):
+    path = tmp_path / "eval.json"
+    save_results({"fan.safetensors": {4: {"top1": 50.0, "top5": 80.0, "clips": 10}, 8: {"top1": 60.5, "top5": 90.0, "clips": 10}},
+                  "other": {4: {"top1": 1.0}}}, path)
+    assert read_accuracy(path) == {4: 50.0, 8: 60.5}
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not an eval results file"):
+        read_accuracy(path)
+    path.write_text('{"m": {"eight": {"top1": 3}}}')
+    with pytest.raises(ValueError, match="no frame count"):
+        read_accuracy(path)
+
+
+def test_cli_budget_prints_the_table_and_the_choice(fan_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(budget_module, "measure_latency", fake_latency([]))
+    result = invoke("budget", fan_file, "--latency-ms", 100, "--input-size", SIZE, "--frames", 4, 6, 8, 12, 16)
+    assert result.exit_code == 0, result.output
+    assert "chosen: T=8 (key 8): 80.0 ms <= 100 ms" in result.output
+    assert "8 (nearest)" in result.output and "120.0" in result.output  # T=6 runs key 8, T=12 is listed
+    accuracy = tmp_path / "eval.json"
+    save_results({"fan": {4: {"top1": 50.0}, 6: {"top1": 64.0}, 8: {"top1": 61.0}, 16: {"top1": 70.0}}}, accuracy)
+    result = invoke("budget", fan_file, "--latency-ms", 100, "--input-size", SIZE, "--accuracy", accuracy, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["chosen"] == 6 and data["rule"] == "most accurate" and [r["t"] for r in data["rows"]] == [4, 6, 8, 16]
+
+
+def test_cli_budget_nothing_fits_is_one_line_exit_2(fan_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(budget_module, "measure_latency", fake_latency([]))
+    line = one_line_error(invoke("budget", fan_file, "--latency-ms", 20, "--input-size", SIZE, "--threads", 2))
+    assert "no frame count fits 20 ms" in line and "fastest is T=4 (key 4) at 40.0 ms" in line
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    assert "is not JSON" in one_line_error(invoke("budget", fan_file, "--latency-ms", 20, "--accuracy", bad))
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in one_line_error(invoke("budget", fan_file, "--latency-ms", 20, "--device", "cuda"))
