@@ -1,0 +1,186 @@
+"""Commands that train, evaluate and calibrate FAN models, and the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._app import _ERRORS, _arch_kwargs, _fail, app, console
+
+
+def _dataset(data: str, list_file: Optional[Path], classes: Optional[Path], frames, *, train: bool, crop: int, resize: int,
+             split: str = "train", flip: bool = False):
+    """A multi-view dataset from a folder of videos per class, an annotation list, or 'builtin'."""
+    from ..train.data import MultiViewClips, annotation_list, video_folder
+
+    if data == "builtin":
+        from ..train.synthetic import TemporalBenchmark
+
+        return TemporalBenchmark(split=split, frames=frames, train=train)
+    if list_file is not None:
+        items, _ = annotation_list(list_file, root=data, classes_file=classes)
+    else:
+        items, _ = video_folder(data)
+    return MultiViewClips(items, frames, train=train, crop_size=crop, resize=resize, flip=flip)
+
+
+def _load_any(path: Path, arch: Optional[str], kwargs: dict, trust_pickle: bool, trust_factory: bool):
+    """A FAN or specialized file (rebuilt from its manifest), or a plain checkpoint with --arch."""
+    from ..io import load, load_into, read_checkpoint
+    from ..zoo import build
+
+    if path.suffix == ".safetensors":
+        from ..io import FanFileError, read_manifest
+
+        try:
+            read_manifest(path)
+            return load(path, trust_factory=trust_factory)
+        except FanFileError as err:
+            if "no fan-convert manifest" not in str(err):
+                raise
+    if arch is None:
+        raise ValueError(f"'{path}' is a plain checkpoint: give its architecture with --arch (e.g. --arch torchvision:r3d_18)")
+    model = build(arch, **kwargs)
+    load_into(model, read_checkpoint(path, trust_pickle=trust_pickle).tensors)
+    return model.eval()
+
+
+@app.command()
+def train(
+    model_file: Path = typer.Argument(..., help="A FAN .safetensors (from `fan-convert convert`)."),
+    data: str = typer.Option(..., "--data", help="Videos root (root/<class>/*.mp4), the root of --list paths, or 'builtin'."),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="Annotation list: 'path label' per line."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Class-name file for --list labels."),
+    epochs: int = typer.Option(5, "--epochs"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    lr: float = typer.Option(0.01, "--lr"),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adamw"),
+    schedule: str = typer.Option("cosine", "--schedule", help="cosine or step"),
+    warmup: float = typer.Option(0.0, "--warmup", help="Warm-up epochs."),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay"),
+    distill_weight: float = typer.Option(1.0, "--lambda", help="Weight of the distillation terms."),
+    amp: str = typer.Option("off", "--amp", help="off, bf16 or fp16 (CUDA)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
+    crop: int = typer.Option(112, "--crop", help="Spatial crop size."),
+    resize: int = typer.Option(128, "--resize", help="Short side after decoding."),
+    flip: bool = typer.Option(False, "--flip", help="Random horizontal flips (not for left/right classes)."),
+    out_dir: Path = typer.Option(Path("runs/fan"), "--out-dir", help="Checkpoints, log.jsonl and the trained model."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Steps between checkpoints (0: each epoch)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/last.safetensors."),
+    device: str = typer.Option("auto", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+    trust_factory: bool = typer.Option(False, "--trust-factory", help="Allow a module.path:factory architecture recorded in the file."),
+) -> None:
+    """Fine-tune a FAN with mutual distillation (CPU, GPU, or `torchrun ... -m fan_convert train`)."""
+    from ..io import load, save
+    from ..train.trainer import TrainConfig, Trainer
+
+    try:
+        fan = load(model_file, trust_factory=trust_factory)
+        frames = fan.fan_plan.frames
+        dataset = _dataset(data, list_file, classes, frames, train=True, crop=crop, resize=resize, flip=flip)
+        config = TrainConfig(frames=frames, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                             schedule=schedule, warmup_epochs=warmup, weight_decay=weight_decay, distill_weight=distill_weight,
+                             amp=amp, compile=compile_model, num_workers=workers, seed=seed, out_dir=str(out_dir),
+                             checkpoint_every=checkpoint_every, device=device)
+        trainer = Trainer(fan, dataset, config)
+        if resume:
+            if not trainer.checkpoint_path.exists():
+                raise ValueError(f"nothing to resume: '{trainer.checkpoint_path}' does not exist; run without --resume")
+            trainer.resume(trainer.checkpoint_path)
+        history = trainer.fit()
+        if trainer.rank == 0:
+            written = save(trainer.model.cpu(), out_dir / "fan.safetensors", overwrite=True)
+    except _ERRORS as err:
+        _fail(str(err).strip("'\""))
+    if trainer.rank == 0:
+        last = history[-1] if history else {}
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith(("loss", "acc")))
+        console.print(f"trained {config.epochs} epochs ({shown}); wrote {written}", highlight=False)
+
+
+@app.command(name="eval")
+def evaluate_command(
+    model_file: Path = typer.Argument(..., help="A FAN or specialized .safetensors, or a plain checkpoint with --arch."),
+    data: str = typer.Option(..., "--data", help="Videos root, the root of --list paths, or 'builtin'."),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="Annotation list: 'path label' per line."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Class-name file for --list labels."),
+    frames: List[int] = typer.Option([2, 4, 6, 8, 12, 16], "--frames", "-f", help="Frame counts to evaluate."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of a plain checkpoint."),
+    temporal: Optional[str] = typer.Option(None, "--temporal", help="For timm: backbones: tsn or tsm."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    crop: int = typer.Option(112, "--crop"),
+    resize: int = typer.Option(128, "--resize"),
+    as_json: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write accuracy vs frames as PNG (needs matplotlib)."),
+    device: str = typer.Option("cpu", "--device"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle"),
+    trust_factory: bool = typer.Option(False, "--trust-factory"),
+) -> None:
+    """Accuracy at each frame count: the Temporal Deviation table, for a FAN or any plain model."""
+    from ..surgery import check_frames
+    from ..train.evaluate import deviation_table, evaluate, plot_results, save_results
+
+    try:
+        frames = check_frames(frames)
+        model = _load_any(model_file, arch, _arch_kwargs(num_classes, temporal, None, arch or ""), trust_pickle, trust_factory)
+        dataset = _dataset(data, list_file, classes, frames, train=False, crop=crop, resize=resize, split="val")
+        results = {model_file.name: evaluate(model, dataset, frames, batch_size=batch_size, device=device)}
+        keys = model.fan_plan.frames if hasattr(model, "fan_plan") else ()
+        if as_json:
+            save_results(results, as_json)
+        if plot:
+            plot_results(results, plot, keys)
+    except _ERRORS + (ImportError,) as err:
+        _fail(str(err).strip("'\""))
+    console.print(deviation_table(results, keys))
+
+
+@app.command()
+def calibrate(
+    model_file: Path = typer.Argument(..., help="A FAN .safetensors."),
+    data: str = typer.Option(..., "--data", help="Videos root, the root of --list paths, or 'builtin'."),
+    list_file: Optional[Path] = typer.Option(None, "--list"),
+    classes: Optional[Path] = typer.Option(None, "--classes"),
+    batches: int = typer.Option(10, "--batches", help="Batches of each frame count's views."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    crop: int = typer.Option(112, "--crop"),
+    resize: int = typer.Option(128, "--resize"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output (default: MODEL.calibrated.safetensors)."),
+    force: bool = typer.Option(False, "--force"),
+    trust_factory: bool = typer.Option(False, "--trust-factory"),
+) -> None:
+    """Recompute every key's batch-norm statistics on that key's views (no training)."""
+    from ..io import check_output, load, save
+    from ..train.evaluate import calibrate as recalibrate
+
+    try:
+        output = output or model_file.with_name(model_file.name.split(".")[0] + ".calibrated.safetensors")
+        check_output(output, overwrite=force)
+        fan = load(model_file, trust_factory=trust_factory)
+        dataset = _dataset(data, list_file, classes, fan.fan_plan.frames, train=False, crop=crop, resize=resize)
+        recalibrate(fan, dataset, batches=batches, batch_size=batch_size)
+        written = save(fan, output, overwrite=force)
+    except _ERRORS as err:
+        _fail(str(err).strip("'\""))
+    console.print(f"wrote {written}", highlight=False)
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("fan-demo"), "--out-dir", help="Where the FAN file and results go."),
+    quick: bool = typer.Option(False, "--quick", help="A tiny run (under a minute) to check the installation."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The whole journey on the built-in benchmark: train, show the deviation, convert, fine-tune, export.
+
+    Trains a small TSM at 16 frames on the built-in temporal benchmark, shows its Temporal
+    Deviation, converts it, fine-tunes with mutual distillation, compares, and exports the FAN file.
+    """
+    from ..train.demo import run_demo
+
+    run_demo(str(out_dir), quick=quick, seed=seed)
