@@ -54,6 +54,7 @@ class TinyResNet(nn.Module):
         stem_stride: stride of the stem convolution (2: 32x32 frames become 16x16 feature maps,
             about 9x faster on a CPU than 1 for little accuracy on the benchmark).
         drop_rate: dropout before the classifier.
+        zero_init_residual: start every block as the identity (zero last-norm scale).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class TinyResNet(nn.Module):
         blocks: int | Sequence[int] = 1,
         stem_stride: int = 2,
         drop_rate: float = 0.0,
+        zero_init_residual: bool = False,
     ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -89,9 +91,10 @@ class TinyResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        for m in self.modules():  # zero-init the last norm of each block: every block starts as identity
-            if isinstance(m, BasicBlock):
-                nn.init.zeros_(m.bn2.weight)
+        if zero_init_residual:  # zero-init the last norm of each block: every block starts as identity
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.stages(self.stem(x))).flatten(1)
@@ -103,7 +106,7 @@ class TinyResNet(nn.Module):
 def tiny_resnet(num_classes: int = 10, in_chans: int = 3, **kwargs) -> TinyResNet:
     """A :class:`TinyResNet` (about 78k parameters at the defaults, for 32x32 frames).
 
-    ``kwargs``: ``widths``, ``blocks``, ``stem_stride``, ``drop_rate``. Wrap it as a video model with
+    ``kwargs``: ``widths``, ``blocks``, ``stem_stride``, ``drop_rate``, ``zero_init_residual``. Wrap it as a video model with
     ``TSM(tiny_resnet(num_classes=K))`` (or ``TSN``).
     """
     return TinyResNet(num_classes=num_classes, in_chans=in_chans, **kwargs)
