@@ -16,7 +16,7 @@ import torch
 
 import fan_convert
 from fan_convert.train.synthetic import TemporalBenchmark
-from fan_convert.train.trainer import Trainer, TrainConfig
+from fan_convert.train.trainer import TrainConfig, Trainer
 from fan_convert.zoo import build
 
 if "WORLD_SIZE" not in os.environ:  # not under torchrun: start two CPU processes

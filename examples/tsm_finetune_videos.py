@@ -19,7 +19,7 @@ from rich.console import Console
 import fan_convert
 from fan_convert.train.data import MultiViewClips, video_folder
 from fan_convert.train.evaluate import deviation_table, evaluate, plot_results
-from fan_convert.train.trainer import Trainer, TrainConfig
+from fan_convert.train.trainer import TrainConfig, Trainer
 
 work = Path(tempfile.mkdtemp(prefix="fan-tsm-"))
 rng = np.random.default_rng(0)

@@ -6,8 +6,8 @@
         logits = fan(clip)
 """
 
-from .context import NoActiveFrames, active_frames, frames, nearest_key
 from . import zoo
+from .context import NoActiveFrames, active_frames, frames, nearest_key
 from .io import load, read_checkpoint, read_manifest, save, save_specialized
 from .nn import NormBank, NotFoldableError, ResidualAlteration, WeightAlteration, fold_alteration
 from .surgery import (
@@ -21,7 +21,6 @@ from .surgery import (
     register_norm,
     specialize,
 )
-
 from .zoo import build
 
 __version__ = "0.1.0"

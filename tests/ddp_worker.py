@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 
 import fan_convert
-from fan_convert.train.trainer import Trainer, TrainConfig
+from fan_convert.train.trainer import TrainConfig, Trainer
 
 sys.path.insert(0, sys.argv[2])
 from test_trainer import FRAMES, Toy3D, ToyClips  # noqa: E402

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import fan_convert
-from fan_convert.train.trainer import EpochSampler, Trainer, TrainConfig, lr_factor, param_groups
+from fan_convert.train.trainer import EpochSampler, TrainConfig, Trainer, lr_factor, param_groups
 
 FRAMES = (2, 4)
 
