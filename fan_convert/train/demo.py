@@ -24,7 +24,7 @@ import torch
 
 from .evaluate import deviation_table, evaluate
 from .synthetic import CLASSES, TemporalBenchmark
-from .trainer import Trainer, TrainConfig
+from .trainer import TrainConfig, Trainer
 
 __all__ = ["DemoConfig", "run_demo", "FULL", "QUICK"]
 
@@ -34,19 +34,24 @@ EVAL_FRAMES = (4, 6, 8, 12, 16)
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """Sizes and recipes of the two training stages (plain cross-entropy at 16 frames, then
+    mutual distillation at 4/8/16 after conversion)."""
+
     train_size: int
     val_size: int
     plain_epochs: int
-    plain_lr: float
     fan_epochs: int
-    fan_lr: float
+    plain_lr: float = 0.1
+    fan_lr: float = 0.02
     batch_size: int = 16
-    weight_decay: float = 5e-4
-    fan_train: str = "all"  # "all" parameters or only the FAN's "banks" (norm banks + alterations)
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.3
+    fan_train: str = "all"  # "all" parameters, or only the FAN's "banks" (norm banks and alterations)
 
 
-FULL = DemoConfig(train_size=2400, val_size=600, plain_epochs=8, plain_lr=0.1, fan_epochs=2, fan_lr=0.02)
-QUICK = DemoConfig(train_size=96, val_size=48, plain_epochs=1, plain_lr=0.1, fan_epochs=1, fan_lr=0.02)
+# measured on 2 CPU cores: docs/benchmark.md
+FULL = DemoConfig(train_size=3000, val_size=1200, plain_epochs=10, fan_epochs=2)
+QUICK = DemoConfig(train_size=64, val_size=32, plain_epochs=1, fan_epochs=1)
 
 
 def _top1(results: dict) -> dict[int, float]:
@@ -60,9 +65,11 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
     ``out_dir/results.json``; returns the same results: top-1 accuracy per frame count of the
     plain model and of the FAN, the seconds each stage took, and the configuration.
     """
-    import fan_convert
     from rich.console import Console
 
+    import fan_convert
+
+    from ..surgery.adapt import FAN_MODULES
     from ..zoo.tiny import tiny_resnet
     from ..zoo.wrappers import TSM
 
@@ -85,7 +92,7 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
     model = TSM(tiny_resnet(num_classes=num_classes))
     plain_config = TrainConfig(
         frames=(16,), epochs=cfg.plain_epochs, batch_size=cfg.batch_size, lr=cfg.plain_lr,
-        weight_decay=cfg.weight_decay, warmup_epochs=min(1.0, cfg.plain_epochs / 4), seed=seed, progress=progress,
+        weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs, seed=seed, progress=progress,
     )
     started = time.perf_counter()
     Trainer(model, train, plain_config).fit()
@@ -99,9 +106,11 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
     console.print(f"[bold]3/4[/] converting with fan_convert.adapt(frames={KEYS}) and fine-tuning {cfg.fan_epochs} epoch(s)")
     fan = fan_convert.adapt(model, frames=KEYS)
     if cfg.fan_train == "banks":
-        trainable = {id(p) for m in fan.modules() if isinstance(m, fan_convert.surgery.adapt.FAN_MODULES) for p in m.parameters()}
+        trainable = {id(p) for m in fan.modules() if isinstance(m, FAN_MODULES) for p in m.parameters()}
         for p in fan.parameters():
             p.requires_grad_(id(p) in trainable)
+    elif cfg.fan_train != "all":
+        raise ValueError(f"fan_train must be 'all' or 'banks', got {cfg.fan_train!r}")
     fan_config = TrainConfig(
         frames=KEYS, epochs=cfg.fan_epochs, batch_size=cfg.batch_size, lr=cfg.fan_lr,
         weight_decay=cfg.weight_decay, seed=seed + 1, progress=progress,
@@ -122,11 +131,12 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
     results = {
         "plain": _top1(plain),
         "fan": _top1(adapted),
+        "gain": {t: round(adapted[t]["top1"] - plain[t]["top1"], 2) for t in EVAL_FRAMES},
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "config": {**asdict(cfg), "quick": quick, "seed": seed, "keys": list(KEYS), "classes": list(CLASSES)},
         "parameters": {"plain": sum(p.numel() for p in model.parameters()), "fan": sum(p.numel() for p in fan.parameters())},
         "checkpoint": str(path),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    console.print(f"wrote {path} and {out / 'results.json'}")
+    console.print(f"wrote {path} and {out / 'results.json'} ({sum(times.values()):.0f} s in all)")
     return results

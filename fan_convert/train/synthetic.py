@@ -83,9 +83,9 @@ DESCRIPTIONS = {
     "conveyor moving left": "a row of dots slides left (conveyor moving right, reversed)",
     "conveyor moving right": "a row of dots 7.5-9 px apart slides right at 0.4-1.1 px per source frame: clear at 16 "
     "frames, mostly at 8, often looks reversed at 4 (the wagon-wheel effect)",
-    "red then blue": "a red object turns blue at a random moment in the middle of the clip",
+    "red then blue": "a red object turns blue at a random moment between source frames 8 and 23",
     "blue then red": "a blue object turns red (red then blue, reversed)",
-    "nothing happens": "the object only drifts slowly, like every object here",
+    "nothing happens": "the object only drifts (under 0.08 px per source frame, as in every class but the moving ones)",
     "flashing": "the object turns white for one or two source frames",
     "hopping": "the object is 4-6 px away for one or two source frames, then back",
     "blinking": "the object vanishes for one or two source frames",
