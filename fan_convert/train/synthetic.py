@@ -91,8 +91,8 @@ DESCRIPTIONS = {
     "blinking": "the object vanishes for one or two source frames",
 }
 
-# class -> the class whose clips, played backwards, it is (the forward renderer draws the pair's
-# first member; the second is its time reversal).
+# The renderer draws one member of each time-reversal pair (its motion below); the partner is the
+# same clip played backwards. REVERSE_OF: class -> its partner.
 _FORWARD = {1: "right_slow", 3: "right_fast", 4: "approach", 6: "cw", 9: "conveyor", 10: "red_blue"}
 REVERSE_OF = {a: b for pair in ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11)) for a, b in (pair, pair[::-1])}
 _IDLE, _FLASH, _HOP, _BLINK = 12, 13, 14, 15
@@ -210,7 +210,9 @@ def render_clip(label: int, seed: int, *, num_frames: int = NUM_FRAMES, size: in
     r = rng.uniform(3.2, 4.4) * scale
     angle0 = rng.uniform(0, np.pi)
     colour = np.tile(_hue_colour(rng), (n, 1))
-    drift = rng.uniform(0, 0.08) * scale * np.array([np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)])
+    drift_speed = rng.uniform(0, 0.08) * scale
+    heading = rng.uniform(0, 2 * np.pi)
+    drift = drift_speed * np.array([np.cos(heading), np.sin(heading)])
     radius = np.full(n, r)
     angle = np.full(n, angle0)
     alpha = np.ones(n)
@@ -242,8 +244,7 @@ def render_clip(label: int, seed: int, *, num_frames: int = NUM_FRAMES, size: in
         shape = "dots"
         period = rng.uniform(7.5, 9.0) * scale
         cx = rng.uniform(0, period) + rng.uniform(0.4, 1.1) * scale * t
-        a = np.full(n, rng.uniform(1.6, 2.2) * scale)
-        b = np.full(n, period)
+        dot_radius = rng.uniform(1.6, 2.2) * scale
     elif label in (_FLASH, _HOP, _BLINK):
         d = int(rng.integers(1, 3))  # one or two source frames
         start = int(rng.integers(2, n - 1 - d))
@@ -252,13 +253,13 @@ def render_clip(label: int, seed: int, *, num_frames: int = NUM_FRAMES, size: in
             colour = np.where(on[:, None], 255.0, colour)
         elif label == _HOP:
             hop = rng.uniform(4, 6) * scale
-            a = rng.uniform(0, 2 * np.pi)
-            shift[on] = hop * np.array([np.cos(a), np.sin(a)])
+            direction = rng.uniform(0, 2 * np.pi)
+            shift[on] = hop * np.array([np.cos(direction), np.sin(direction)])
         else:
             alpha = np.where(on, 0.0, 1.0)
 
-    if shape == "dots":
-        pass  # a: dot radius, b: spacing
+    if shape == "dots":  # a: dot radius, b: spacing
+        a, b = np.full(n, dot_radius), np.full(n, period)
     elif shape == "disc":
         a, b = radius, radius
     elif shape == "box":
