@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..context import nearest_key, select_key
+from .delegate import delegate
 
 _PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -119,18 +120,9 @@ class WeightAlteration(nn.Module):
         return f"keys={self.keys}"
 
     def __getattr__(self, name: str):
-        return _delegate(self, name)
+        return delegate(self, name, "base_layer")
 
 
-def _delegate(wrapper: nn.Module, name: str):
-    """Attribute reads the wrapper does not own (``in_channels``, ``weight`` ...) go to the base layer."""
-    try:
-        return nn.Module.__getattr__(wrapper, name)
-    except AttributeError:
-        base = wrapper.__dict__["_modules"].get("base_layer")
-        if base is None or name.startswith("__"):
-            raise
-        return getattr(base, name)
 
 
 class ResidualAlteration(nn.Module):
@@ -173,7 +165,7 @@ class ResidualAlteration(nn.Module):
         return f"keys={self.keys}, kernel_size={self.kernel_size}"
 
     def __getattr__(self, name: str):
-        return _delegate(self, name)
+        return delegate(self, name, "base_layer")
 
 
 def fold_alteration(layer: nn.Module, t: int) -> nn.Module:

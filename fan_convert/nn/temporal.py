@@ -24,6 +24,7 @@ import torch
 from torch import fx, nn
 
 from ..context import NoActiveFrames, check_frame_count, clip_frames
+from .delegate import delegate
 
 __all__ = ["temporal_shift", "TemporalShift", "ShiftedInput"]
 
@@ -126,10 +127,4 @@ class ShiftedInput(nn.Module):
         return f"shift_div={self.shift_div}, channel_dim={self.channel_dim}"
 
     def __getattr__(self, name: str):
-        try:
-            return nn.Module.__getattr__(self, name)
-        except AttributeError:
-            net = self.__dict__["_modules"].get("net")
-            if net is None or name.startswith("__"):
-                raise
-            return getattr(net, name)
+        return delegate(self, name, "net")
