@@ -154,3 +154,13 @@ def test_demo_quick_smoke(tmp_path):
     fan = fan_convert.load(path)
     views, _ = TemporalBenchmark("val", size=1, frames=(8,))[0]
     assert fan(views[8][None]).shape == (1, len(CLASSES))
+
+
+def test_a_subset_of_classes_is_relabelled_in_the_order_given():
+    data = TemporalBenchmark("val", size=6, frames=(4,), classes=["receding", 0, "flashing"])
+    assert data.num_classes == 3 and data.classes == ["receding", CLASSES[0], "flashing"]
+    assert [data[i][1] for i in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert torch.equal(data.clip(0), render_clip(CLASSES.index("receding"), data.clip_seed(0)))
+    for bad in (["no such class"], [16], [], [1, 1]):
+        with pytest.raises(ValueError, match="class"):
+            TemporalBenchmark("val", size=6, classes=bad)

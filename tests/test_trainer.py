@@ -127,3 +127,13 @@ def test_results_json_and_plot(tmp_path):
     assert '"4"' in (tmp_path / "r.json").read_text()
     png = plot_results(results, tmp_path / "r.png", keys=(4, 16))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bf16_autocast_step_trains_fp32_weights():
+    # the AMP path of train_step; on CPU, autocast runs the convolutions in bfloat16
+    trainer = make(None, amp="bf16")
+    parts = trainer.train_step(*next(iter(trainer._loader()))[:2])
+    assert all(torch.isfinite(torch.tensor(v)) for v in parts.values())
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    scales = trainer.model.conv.scales
+    assert all(s.abs().sum() > 0 for s in scales.values())  # every key's alteration got a gradient step
