@@ -36,9 +36,12 @@ def gflops(model, t, size, batch=1) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def interleaved_ms(models: dict, make_input, repeats: int, t: int) -> dict[str, float]:
+def _vs(value: float, reference: float) -> str:
+    return f"{value:.1f} ({100 * (value / reference - 1):+.1f}%)"
+
+
+def interleaved_ms(models: dict, x: torch.Tensor, repeats: int, t: int) -> dict[str, float]:
     times = {name: [] for name in models}
-    x = make_input()
     with torch.no_grad(), fan_convert.frames(t):
         for model in models.values():  # warm-up
             model(x)
@@ -67,14 +70,14 @@ def show(title, header, rows) -> str:
     return markdown(title, header, rows)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small configuration for a smoke test")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results/cost.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     arch = "timm:resnet18" if args.quick else "timm:resnet50"
@@ -108,13 +111,15 @@ def main() -> None:
     rows = []
     for batch in (1, 8):
         for t in KEYS:
-            ms = interleaved_ms({"original": original, "adapted": paper, "specialized": plain[t]},
-                                lambda: torch.randn(batch, 3, t, size, size), repeats, t)
-            rows.append([f"{batch}", str(t), f"{ms['original']:.1f}", f"{ms['adapted']:.1f} ({100 * (ms['adapted'] / ms['original'] - 1):+.1f}%)",
-                         f"{ms['specialized']:.1f} ({100 * (ms['specialized'] / ms['original'] - 1):+.1f}%)"])
-    report.append(show(f"CPU latency, median of {repeats} interleaved runs (ms)", ["batch", "T", "original", "adapted", "specialized"], rows))
+            clip = torch.randn(batch, 3, t, size, size)
+            ms = interleaved_ms({"original": original, "adapted": paper, "specialized": plain[t]}, clip, repeats, t)
+            reference = ms["original"]
+            rows.append([f"{batch}", str(t), f"{reference:.1f}", _vs(ms["adapted"], reference), _vs(ms["specialized"], reference)])
+    title = f"CPU latency, median of {repeats} interleaved runs (ms)"
+    report.append(show(title, ["batch", "T", "original", "adapted", "specialized"], rows))
 
     report.append(training_step(args, size, repeats))
+    report.append(data_loading(repeats))
     rows = [[f"build {arch} (random weights)", f"{build_s:.2f}"], [f"adapt {arch} (3 keys, paper targets)", f"{convert_s:.2f}"]]
     report.append(show("Conversion time (s)", ["step", "seconds"], rows))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +166,46 @@ def training_step(args, size: int, repeats: int) -> str:
     rows.append(["sum of the three ST steps", f"{st_total:.1f}"])
     rows.append(["FAN / sum of ST", f"{ms['FAN (4+8+16)'] / st_total:.3f}x"])
     return show(f"Training step, TSM tiny_resnet, batch {batch}, 32x32 (ms, median)", ["step", "ms"], rows)
+
+
+def data_loading(repeats: int) -> str:
+    """Producing one training sample's views from a video file: one decode for 4+8+16 (FAN) vs
+    one decode per frame count (three ST runs)."""
+    import tempfile
+
+    import av
+    import numpy as np
+
+    from fan_convert.train.data import Item, MultiViewClips
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clip.mp4"
+        container = av.open(str(path), "w")
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(96):  # about 4 s of 320x240 video
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
+        items = [Item(path, 0)]
+        loaders = {"FAN: one decode, 4+8+16 views": MultiViewClips(items, KEYS, train=True)}
+        loaders |= {f"ST at {t}: one decode, one view": MultiViewClips(items, (t,), train=True) for t in KEYS}
+        times = {name: [] for name in loaders}
+        for _ in range(max(repeats // 2, 3)):
+            for name, loader in loaders.items():
+                start = time.perf_counter()
+                loader[0]
+                times[name].append(time.perf_counter() - start)
+    ms = {name: 1000 * statistics.median(v) for name, v in times.items()}
+    st_total = sum(v for name, v in ms.items() if name.startswith("ST"))
+    rows = [[name, f"{value:.1f}"] for name, value in ms.items()]
+    fan_ms = ms["FAN: one decode, 4+8+16 views"]
+    rows += [["sum of the three ST loads", f"{st_total:.1f}"], ["FAN / sum of ST", f"{fan_ms / st_total:.3f}x"]]
+    return show("Data loading per sample: 96-frame 320x240 H.264 clip, 112x112 crops (ms, median)", ["load", "ms"], rows)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from .zoo import build
 __version__ = "0.1.0"
 
 __all__ = [
-    "adapt", "build", "zoo", "apply_plan", "plan", "save", "save_specialized", "load", "read_manifest", "read_checkpoint", "specialize", "get_plan", "frames", "active_frames", "nearest_key", "register_norm",
+    "adapt", "build", "zoo", "apply_plan", "plan", "save", "save_specialized", "load", "read_manifest",
+    "read_checkpoint", "specialize", "get_plan", "frames", "active_frames", "nearest_key", "register_norm",
     "ConversionPlan", "Site", "NormBank", "WeightAlteration", "ResidualAlteration", "fold_alteration",
     "NotFoldableError", "NoActiveFrames", "UnsupportedNormWarning", "__version__",
 ]

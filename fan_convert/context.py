@@ -56,7 +56,13 @@ def frames(t: int) -> Iterator[int]:
 
 
 def active_frames() -> int | None:
-    """The frame count in force here, or None when nothing selected or inferred one."""
+    """The frame count in force here, or None when nothing selected or inferred one.
+
+    Example::
+
+        with fan_convert.frames(8):
+            fan_convert.active_frames()   # 8
+    """
     explicit = _explicit.get()
     if explicit is not None:
         return explicit
@@ -70,7 +76,13 @@ def clip_frames() -> int | None:
     """The number of frames actually in the running clip, for temporal operations (shifts,
     temporal pooling, reshapes of folded frames): the innermost count inferred from an input or
     declared with :func:`clip`, else the explicit selection. Unlike :func:`active_frames`, an
-    explicit ``frames(8)`` around a 16-frame clip does not change it."""
+    explicit ``frames(8)`` around a 16-frame clip does not change it.
+
+    Example::
+
+        with fan_convert.frames(8), clip(16):
+            clip_frames(), active_frames()   # (16, 8): 16 frames run, on the key nearest to 8
+    """
     for t in reversed(_inferred.get()):
         if t is not None:
             return t
@@ -80,7 +92,13 @@ def clip_frames() -> int | None:
 @contextmanager
 def clip(t: int) -> Iterator[int]:
     """Declare that the code inside runs on clips of ``t`` frames (used by video wrappers that
-    fold frames into the batch). Also selects the sub-network unless ``frames()`` chose one."""
+    fold frames into the batch). Also selects the sub-network unless ``frames()`` chose one.
+
+    Example::
+
+        with clip(x.shape[1]):                    # x: (B, T, C, H, W)
+            features = backbone(x.flatten(0, 1))  # (B*T, C, H, W): T is no longer in the shape
+    """
     check_frame_count(t, "clip length")
     _inferred.set(_inferred.get() + (t,))
     try:
@@ -90,14 +108,26 @@ def clip(t: int) -> Iterator[int]:
 
 
 def nearest_key(t: int, keys: Sequence[int]) -> int:
-    """The trained key serving ``t`` frames: the nearest one, the higher one on a tie."""
+    """The trained key serving ``t`` frames: the nearest one, the higher one on a tie.
+
+    Example::
+
+        fan_convert.nearest_key(6, (4, 8, 16))    # 8 (a tie goes to the higher key)
+        fan_convert.nearest_key(20, (4, 8, 16))   # 16
+    """
     if not keys:
         raise ValueError("no trained frame counts to choose from")
     return min(keys, key=lambda k: (abs(k - t), -k))
 
 
 def select_key(keys: Sequence[int], site: str = "") -> int:
-    """The key a module with ``keys`` uses now. A single key needs no active frame count."""
+    """The key a module with ``keys`` uses now. A single key needs no active frame count.
+
+    Example::
+
+        with fan_convert.frames(6):
+            key = select_key((4, 8, 16), site="layer1.0.bn1")   # 8
+    """
     if len(keys) == 1:
         return keys[0]
     t = active_frames()
@@ -112,7 +142,13 @@ def select_key(keys: Sequence[int], site: str = "") -> int:
 
 def infer_frames(args: tuple, kwargs: dict, frame_axis: int = 2) -> int | None:
     """T from a model's inputs: the ``frame_axis`` size of the first 5-D tensor argument,
-    or the largest one for a list/tuple of 5-D tensors (multi-pathway models)."""
+    or the largest one for a list/tuple of 5-D tensors (multi-pathway models).
+
+    Example::
+
+        infer_frames((torch.randn(2, 3, 8, 112, 112),), {})   # 8
+        infer_frames(([slow, fast],), {})                     # fast.shape[2], the larger T
+    """
     first = args[0] if args else next(iter(kwargs.values()), None)
     clips = list(first) if isinstance(first, (list, tuple)) else [first]
     sizes = [c.shape[frame_axis] for c in clips if isinstance(c, torch.Tensor) and c.dim() == 5]
@@ -125,6 +161,11 @@ class FrameInference:
     A pair of hooks (not a patched ``forward``) so the model keeps its class, its user hooks
     and its ``torch.compile``/``state_dict`` behaviour. ``always_call`` on the exit hook
     restores the context even when the forward raises.
+
+    Example::
+
+        FrameInference(frame_axis=2).attach(model)   # model(clip) now runs at T = clip.shape[2]
+        FrameInference.detach(model)                 # remove the hooks again
     """
 
     def __init__(self, frame_axis: int = 2):

@@ -122,7 +122,8 @@ def test_evaluate_and_calibrate():
 def test_results_json_and_plot(tmp_path):
     from fan_convert.train.evaluate import plot_results, save_results
 
-    results = {"plain": {4: {"top1": 30.0, "top5": 80.0, "clips": 10, "skipped": 0}, 16: {"top1": 90.0, "top5": 99.0, "clips": 10, "skipped": 0}}}
+    results = {"plain": {4: {"top1": 30.0, "top5": 80.0, "clips": 10, "skipped": 0},
+                         16: {"top1": 90.0, "top5": 99.0, "clips": 10, "skipped": 0}}}
     save_results(results, tmp_path / "r.json")
     assert '"4"' in (tmp_path / "r.json").read_text()
     png = plot_results(results, tmp_path / "r.png", keys=(4, 16))

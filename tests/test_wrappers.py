@@ -174,7 +174,7 @@ def test_tsm_equals_the_backbone_with_hand_written_shifts_at_any_clip_length(nam
     plain = randomize_norms(backbone(name)).eval()
     tsm = TSM(copy.deepcopy(plain)).eval()
     state = {"t": None}
-    for path, dim in zip(tsm.shifted, [tsm.backbone.get_submodule(p).channel_dim for p in tsm.shifted]):
+    for path, dim in zip(tsm.shifted, [tsm.backbone.get_submodule(p).channel_dim for p in tsm.shifted], strict=True):
         layer = plain.get_submodule(path)
         fold = (layer.in_channels if dim == 1 else layer.in_features) // 8
         layer.register_forward_pre_hook(lambda m, args, dim=dim, fold=fold: (reference_shift(args[0], state["t"], fold, dim),))

@@ -25,5 +25,6 @@ FIXED_T = {
 def test_architecture_converts(entry):
     result = check_entry(entry)
     assert result.passed, result.error
+    assert result.adapted_params > result.params == result.specialized_params  # folding restores the plain size
     if entry.name in FIXED_T:
         assert result.fixed_t == FIXED_T[entry.name]

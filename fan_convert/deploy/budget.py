@@ -255,7 +255,13 @@ def choose_frames(
 def read_accuracy(path: str | os.PathLike, metric: str = "top1") -> dict[int, float]:
     """Accuracy per frame count from a results file written by ``fan-convert eval --json``
     (:func:`fan_convert.train.evaluate.save_results`): ``{model: {"8": {"top1": ...}, ...}}``.
-    The first model's entry is used."""
+    The first model's entry is used.
+
+    Example::
+
+        accuracy = read_accuracy("eval.json")   # {4: 61.2, 8: 66.5, 16: 68.0}
+        result = choose_frames(fan, 40.0, accuracy=accuracy)
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text())

@@ -80,7 +80,13 @@ def make_clip(
     """A random clip of ``t`` frames in ``model``'s input layout: ``(batch, 3, t, H, W)``, or
     ``(batch, t, 3, H, W)`` for a model adapted with ``frame_axis=1``, or ``[slow, fast]`` for a
     SlowFast model (``alpha``: the slow pathway takes every alpha-th frame; found from the zoo
-    for models built by spec)."""
+    for models built by spec).
+
+    Example::
+
+        x = make_clip(fan, 8, 112, batch=2)   # (2, 3, 8, 112, 112)
+        logits = fan(x)
+    """
     t = check_frame_count(t, "frames")
     check_frame_count(batch, "batch")
     h, w = _size(input_size)
@@ -230,7 +236,13 @@ def export_verified(
     unfoldable: str = "error",
 ) -> ExportResult:
     """Like :func:`export_specialized`, returning an :class:`ExportResult` (path, key, size on
-    disk, max difference from the FAN)."""
+    disk, max difference from the FAN).
+
+    Example::
+
+        result = export_verified(fan, 8, "r3d_8.pt2", input_size=112)
+        print(result.key, result.bytes, result.max_diff)
+    """
     started = time.perf_counter()
     plan = get_plan(fan)
     t = check_frame_count(frames, "frames")

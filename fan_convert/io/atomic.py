@@ -13,7 +13,12 @@ class OutputError(ValueError):
 
 
 def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Validate an output path before any work is done."""
+    """Validate an output path before any work is done.
+
+    Example::
+
+        path = check_output("out/model.safetensors")   # OutputError now if it exists or out/ is missing
+    """
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"output '{path}' is a directory; give a file name such as '{path / 'model.safetensors'}'")
@@ -28,7 +33,12 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrite: bool = False) -> Path:
-    """Call ``write(temp_path)`` and move the result onto ``path`` only if it succeeded."""
+    """Call ``write(temp_path)`` and move the result onto ``path`` only if it succeeded.
+
+    Example::
+
+        atomic_write("weights.pt", lambda temp: torch.save(model.state_dict(), temp), overwrite=True)
+    """
     path = check_output(path, overwrite)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
     os.close(fd)

@@ -71,7 +71,9 @@ def _torch_load(path: Path, trust_pickle: bool, notes: list[str]):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "Unsupported global" not in str(err):  # not a pickled object: garbage or a damaged file
-            raise CheckpointError(f"cannot read '{path}' ({_first_line(err)}); the file may be truncated or not a PyTorch checkpoint") from None
+            raise CheckpointError(
+                f"cannot read '{path}' ({_first_line(err)}); the file may be truncated or not a PyTorch checkpoint"
+            ) from None
         if not trust_pickle:
             raise CheckpointError(
                 f"'{path}' contains pickled Python objects (such as a whole nn.Module); loading it runs code from the file — "
@@ -153,7 +155,13 @@ def load_into(
     shape and every checkpoint tensor must be used, except keys matched by ``allow_missing``
     (the model keeps its own value; also covers shape mismatches, e.g. a new head) or
     ``allow_unexpected`` (ignored). Patterns: a key, a key prefix, or a regex full-match.
-    Returns notes on what the escape hatches let through."""
+    Returns notes on what the escape hatches let through.
+
+    Example::
+
+        ckpt = read_checkpoint("slow_r50.pyth")
+        notes = load_into(model, ckpt.tensors, allow_missing=("blocks.5.proj",))   # keep the new head
+    """
     tensors, notes = align_keys(tensors, list(model.state_dict()))
     own = model.state_dict()
     missing = [k for k in own if k not in tensors]

@@ -82,7 +82,13 @@ def save_specialized(
     model: nn.Module, frames: int, path: str | os.PathLike, *, arch: str | None = None,
     arch_kwargs: dict | None = None, overwrite: bool = False, unfoldable: str = "error",
 ) -> Path:
-    """Specialize an adapted model to ``frames`` and write the plain architecture's weights."""
+    """Specialize an adapted model to ``frames`` and write the plain architecture's weights.
+
+    Example::
+
+        fan_convert.save_specialized(fan, 8, "r3d18_8.safetensors", arch="torchvision:r3d_18", arch_kwargs={"num_classes": 174})
+        plain8 = fan_convert.load("r3d18_8.safetensors")   # a plain r3d_18 for 8-frame clips
+    """
     conversion = get_plan(model)
     plain = specialize(model, frames, unfoldable=unfoldable)
     kept = [p for p, m in plain.named_modules() if isinstance(m, ResidualAlteration)]
@@ -97,7 +103,13 @@ def save_specialized(
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a fan-convert file."""
+    """The manifest of a fan-convert file.
+
+    Example::
+
+        manifest = fan_convert.read_manifest("r3d18_fan.safetensors")
+        print(manifest["kind"], manifest["frames"], manifest["arch"])   # fan [4, 8, 16] {...}
+    """
     path = Path(path)
     if not path.is_file():
         raise FanFileError(f"'{path}' does not exist or is not a file; check the path")
@@ -105,7 +117,8 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as err:
-        raise FanFileError(f"cannot read '{path}' as safetensors ({str(err).splitlines()[0]}); the file may be truncated or corrupt") from None
+        reason = str(err).splitlines()[0]
+        raise FanFileError(f"cannot read '{path}' as safetensors ({reason}); the file may be truncated or corrupt") from None
     if MANIFEST_KEY not in metadata:
         raise FanFileError(f"'{path}' has no fan-convert manifest; convert a checkpoint first with `fan-convert CHECKPOINT --frames ...`")
     try:

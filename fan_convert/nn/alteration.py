@@ -57,7 +57,13 @@ def alterable(layer: nn.Module) -> str | None:
 
 def alter_weight(weight: torch.Tensor, scale: torch.Tensor, groups: int = 1) -> torch.Tensor:
     """``weight * (1 + scale)`` along input channels, for Linear ``(O, I)`` or conv ``(O, I/g, *k)``
-    weights; ``scale`` has one entry per input channel of the layer (``I``)."""
+    weights; ``scale`` has one entry per input channel of the layer (``I``).
+
+    Example::
+
+        conv = nn.Conv2d(64, 128, 3, groups=2)
+        w = alter_weight(conv.weight, torch.full((64,), 0.1), groups=conv.groups)   # conv.weight * 1.1
+    """
     out_channels, in_per_group = weight.shape[:2]
     factor = (1 + scale).to(weight.dtype).view(groups, 1, in_per_group)
     factor = factor.expand(groups, out_channels // groups, in_per_group).reshape(out_channels, in_per_group)
@@ -129,7 +135,14 @@ class ResidualAlteration(nn.Module):
     """``base_layer(x + dw_k(x))`` with a zero-initialised depthwise ``kernel_size`` convolution
     per key on the activations (convolutions only). Sees a spatio-temporal neighbourhood, costs
     an extra activation-sized convolution, and cannot be folded: ``specialize`` keeps a one-key
-    copy of this module."""
+    copy of this module.
+
+    Example::
+
+        layer = ResidualAlteration(nn.Conv3d(64, 64, 3, padding=1), keys=(4, 8, 16), kernel_size=3)
+        with fan_convert.frames(8):
+            y = layer(x)                  # conv(x + dw_8(x)), x: (B, 64, T, H, W)
+    """
 
     def __init__(self, base_layer: nn.Module, keys: Sequence[int], kernel_size: int, site: str = ""):
         super().__init__()
@@ -170,7 +183,13 @@ class ResidualAlteration(nn.Module):
 
 def fold_alteration(layer: nn.Module, t: int) -> nn.Module:
     """The plain layer that computes what ``layer`` (a :class:`WeightAlteration`) computes at
-    ``t`` frames: its 1x1 alteration multiplied into the weights. Exact up to float rounding."""
+    ``t`` frames: its 1x1 alteration multiplied into the weights. Exact up to float rounding.
+
+    Example::
+
+        layer = WeightAlteration(nn.Conv3d(64, 64, 3), keys=(4, 8, 16))
+        conv8 = fold_alteration(layer, 8)   # a plain Conv3d with W * (1 + s_8)
+    """
     if isinstance(layer, ResidualAlteration):
         raise NotFoldableError(
             f"'{layer.site}' has a {layer.kernel_size}-wide alteration kernel, which cannot be folded "

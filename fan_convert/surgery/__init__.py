@@ -4,4 +4,7 @@ from .adapt import UnsupportedNormWarning, adapt, apply_plan, check_frames, get_
 from .plan import ConversionPlan, Site
 from .rules import register_norm
 
-__all__ = ["adapt", "apply_plan", "plan", "specialize", "get_plan", "check_frames", "ConversionPlan", "Site", "register_norm", "UnsupportedNormWarning"]
+__all__ = [
+    "adapt", "apply_plan", "plan", "specialize", "get_plan", "check_frames", "ConversionPlan", "Site", "register_norm",
+    "UnsupportedNormWarning",
+]

@@ -29,7 +29,13 @@ class UnsupportedNormWarning(UserWarning):
 
 
 def check_frames(frames: Sequence[int]) -> tuple[int, ...]:
-    """Validate trained frame counts: a non-empty list of distinct positive integers."""
+    """Validate trained frame counts: a non-empty list of distinct positive integers.
+
+    Example::
+
+        check_frames([16, 4, 8])   # (4, 8, 16): sorted, as a tuple
+        check_frames(8)            # (8,)
+    """
     if isinstance(frames, int):
         frames = (frames,)
     frames = list(frames)
@@ -55,7 +61,14 @@ def plan(
     frame_axis: int = 2,
     example_input: Any = None,
 ) -> ConversionPlan:
-    """What :func:`adapt` would do to ``model``, without changing it (a dry run)."""
+    """What :func:`adapt` would do to ``model``, without changing it (a dry run).
+
+    Example::
+
+        conversion = fan_convert.plan(model, frames=(4, 8, 16))
+        print(conversion)                              # counts, added parameters, unsupported sites
+        print(len(conversion.select("norm")), conversion.params_added)
+    """
     keys = check_frames(frames)
     trained_at = keys[-1] if trained_at is None else check_frame_count(trained_at, "trained_at")
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
@@ -203,7 +216,9 @@ def apply_plan(model: nn.Module, conversion: ConversionPlan, *, inplace: bool = 
         try:
             original = model.get_submodule(site.path)
         except AttributeError:
-            raise ValueError(f"the plan converts '{site.path}', which this model does not have; build the architecture the plan was made for") from None
+            raise ValueError(
+                f"the plan converts '{site.path}', which this model does not have; build the architecture the plan was made for"
+            ) from None
         if type(original).__name__ != site.original:
             raise ValueError(
                 f"the plan expects {site.original} at '{site.path}' but the model has {type(original).__name__}; "
@@ -221,7 +236,13 @@ def apply_plan(model: nn.Module, conversion: ConversionPlan, *, inplace: bool = 
 
 
 def get_plan(model: nn.Module) -> ConversionPlan:
-    """The :class:`ConversionPlan` of an adapted model."""
+    """The :class:`ConversionPlan` of an adapted model.
+
+    Example::
+
+        conversion = fan_convert.get_plan(fan)
+        print(conversion.frames, conversion.trained_at)   # (4, 8, 16) 16
+    """
     conversion = getattr(model, "fan_plan", None)
     if not isinstance(conversion, ConversionPlan):
         raise ValueError(f"{type(model).__name__} is not an adapted model: convert it with fan_convert.adapt(model, frames=...)")

@@ -28,6 +28,12 @@ class ConversionPlan:
 
     ``print(plan)`` gives a one-paragraph summary, ``plan.table()`` a rich table per site,
     ``plan.to_dict()`` / ``ConversionPlan.from_dict`` a JSON-ready round trip.
+
+    Example::
+
+        conversion = fan_convert.plan(model, frames=(4, 8, 16))
+        rich.print(conversion.table(status="unsupported"))   # one row per site left alone
+        restored = ConversionPlan.from_dict(json.loads(conversion.to_json()))
     """
 
     frames: tuple[int, ...]

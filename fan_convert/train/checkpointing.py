@@ -26,7 +26,8 @@ def _split(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
         tensors[name] = obj.detach().cpu().contiguous()
         return {"__tensor__": name}
     if isinstance(obj, dict):
-        return {"__dict__": [[_split(k, f"{prefix}.k{i}", tensors), _split(v, f"{prefix}.{i}", tensors)] for i, (k, v) in enumerate(obj.items())]}
+        pairs = enumerate(obj.items())
+        return {"__dict__": [[_split(k, f"{prefix}.k{i}", tensors), _split(v, f"{prefix}.{i}", tensors)] for i, (k, v) in pairs]}
     if isinstance(obj, (list, tuple)):
         return {"__list__": [_split(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)], "tuple": isinstance(obj, tuple)}
     return obj
@@ -45,7 +46,12 @@ def _join(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (model/optimizer/scheduler state dicts, counters, RNG) atomically."""
+    """Write ``state`` (model/optimizer/scheduler state dicts, counters, RNG) atomically.
+
+    Example::
+
+        save_training_state("runs/r3d/last.safetensors", {"model": fan.state_dict(), "optimizer": optimizer.state_dict(), "step": step})
+    """
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _split(state, "s", tensors)
     metadata = {_KEY: json.dumps(skeleton)}
@@ -53,6 +59,14 @@ def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:
+    """Read back what :func:`save_training_state` wrote: the same nested dicts, lists and tuples,
+    with the tensors on the CPU. Raises ValueError for a safetensors file that is not a training checkpoint.
+
+    Example::
+
+        state = load_training_state("runs/r3d/last.safetensors")
+        fan.load_state_dict(state["model"])
+    """
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:

@@ -44,7 +44,12 @@ class Item:
 
 
 def video_folder(root: str | Path) -> tuple[list[Item], list[str]]:
-    """Items and class names from ``root/<class>/<video>`` (classes sorted by name)."""
+    """Items and class names from ``root/<class>/<video>`` (classes sorted by name).
+
+    Example::
+
+        items, classes = video_folder("kinetics/train")   # kinetics/train/<class>/<video>.mp4
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder '{root}' does not exist; expected root/<class>/<video>.mp4")
@@ -65,7 +70,12 @@ def annotation_list(
 ) -> tuple[list[Item], list[str]]:
     """Items from a list file of ``path label`` (or ``path num_frames label``) lines; paths are
     relative to ``root`` (default: the list file's folder). Labels are indices or class names;
-    names come from ``classes_file`` (one per line) or, without it, from the labels seen."""
+    names come from ``classes_file`` (one per line) or, without it, from the labels seen.
+
+    Example::
+
+        items, classes = annotation_list("ssv2/train.txt", root="ssv2/frames", classes_file="ssv2/classes.txt")
+    """
     list_file = Path(list_file)
     if not list_file.is_file():
         raise DataError(f"annotation list '{list_file}' does not exist; check the path")
@@ -90,7 +100,9 @@ def annotation_list(
         if label.isdigit() and (numeric or label not in index):
             value = int(label)
             if value >= len(classes):
-                raise DataError(f"{list_file}:{number}: label {value} is out of range for {len(classes)} classes; fix the list or the class file")
+                raise DataError(
+                    f"{list_file}:{number}: label {value} is out of range for {len(classes)} classes; fix the list or the class file"
+                )
         elif label in index:
             value = index[label]
         else:
@@ -111,7 +123,12 @@ def _read_classes(path: str | Path) -> list[str]:
 
 def decode(path: Path, short_side: int | None = None) -> torch.Tensor:
     """All frames of a video file (PyAV) or a frame folder as uint8 ``(N, H, W, 3)``, counted by
-    decoding (container durations can lie); resized so the short side is ``short_side``."""
+    decoding (container durations can lie); resized so the short side is ``short_side``.
+
+    Example::
+
+        video = decode(Path("clips/jump.mp4"), short_side=128)   # uint8 (N, H, W, 3), min(H, W) == 128
+    """
     try:
         frames = _decode_folder(path) if path.is_dir() else _decode_video(path, short_side)
     except DecodeError:
@@ -163,6 +180,12 @@ class MultiViewClips(Dataset):
     ``flip``) shared by every view. Evaluation: segment centres, short side resized to
     ``resize``, centre crop. A video that fails to decode gives ``None`` (with a warning);
     :func:`collate_views` drops and counts it.
+
+    Example::
+
+        items, classes = video_folder("kinetics/train")
+        train = MultiViewClips(items, (4, 8, 16), train=True, crop_size=112, flip=True)
+        views, label = train[0]   # {4: (3, 4, 112, 112), 8: ..., 16: ...}, int
     """
 
     def __init__(
@@ -237,7 +260,13 @@ def _square(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def collate_views(batch):
-    """Stack views of the samples that decoded; returns ``(views, labels, skipped)``."""
+    """Stack views of the samples that decoded; returns ``(views, labels, skipped)``.
+
+    Example::
+
+        loader = DataLoader(MultiViewClips(items, (4, 8), train=True), batch_size=16, collate_fn=collate_views)
+        views, labels, skipped = next(iter(loader))   # views[8]: (B, 3, 8, 112, 112)
+    """
     good = [sample for sample in batch if sample is not None]
     skipped = len(batch) - len(good)
     if not good:

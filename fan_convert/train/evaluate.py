@@ -55,7 +55,13 @@ def evaluate(
 
 
 def deviation_table(results: dict[str, dict[int, dict[str, float]]], keys: Sequence[int] = ()):
-    """A rich table: one column per model, one row per frame count (top-1 %)."""
+    """A rich table: one column per model, one row per frame count (top-1 %).
+
+    Example::
+
+        results = {"fan": evaluate(fan, val, (2, 4, 8, 16)), "original": evaluate(model, val, (2, 4, 8, 16))}
+        rich.print(deviation_table(results, keys=(4, 8, 16)))
+    """
     from rich.table import Table
 
     table = Table(title="Top-1 accuracy (%) by frame count" + (f" — trained keys {list(keys)}" if keys else ""))
@@ -73,11 +79,23 @@ def deviation_table(results: dict[str, dict[int, dict[str, float]]], keys: Seque
 
 
 def save_results(results: dict, path: str | Path) -> None:
+    """Write ``{model: {t: metrics}}`` (as :func:`evaluate` gives per model) to ``path`` as JSON,
+    frame counts as string keys; :func:`fan_convert.deploy.read_accuracy` reads it back.
+
+    Example::
+
+        save_results({"fan": evaluate(fan, val, (4, 8, 16))}, "eval.json")
+    """
     Path(path).write_text(json.dumps({name: {str(t): v for t, v in r.items()} for name, r in results.items()}, indent=2))
 
 
 def plot_results(results: dict[str, dict[int, dict[str, float]]], path: str | Path, keys: Sequence[int] = ()) -> Path:
-    """Accuracy vs frames, one line per model, to a PNG (needs matplotlib: the ``plot`` extra)."""
+    """Accuracy vs frames, one line per model, to a PNG (needs matplotlib: the ``plot`` extra).
+
+    Example::
+
+        plot_results({"fan": evaluate(fan, val, (2, 4, 8, 16))}, "accuracy.png", keys=(4, 8, 16))
+    """
     try:
         import matplotlib
 
@@ -107,6 +125,11 @@ def calibrate(fan: nn.Module, dataset, *, batches: int = 10, batch_size: int = 1
 
     Each BatchNorm copy of key ``k`` gets the plain average of the statistics of ``batches``
     batches of ``k``-frame views; everything else stays in eval mode. Modifies ``fan``.
+
+    Example::
+
+        data = MultiViewClips(items, fan_convert.get_plan(fan).frames, train=False)   # a view per key
+        calibrate(fan, data, batches=20)
     """
     banks = [m for m in fan.modules() if isinstance(m, NormBank)]
     if not banks:

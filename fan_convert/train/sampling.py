@@ -34,5 +34,10 @@ def segment_indices(num_frames: int, t: int, *, train: bool, generator: torch.Ge
 def multi_view_indices(
     num_frames: int, frames: Sequence[int], *, train: bool, generator: torch.Generator | None = None
 ) -> dict[int, list[int]]:
-    """One index list per frame count, for the views of one sample."""
+    """One index list per frame count, for the views of one sample.
+
+    Example::
+
+        multi_view_indices(32, (4, 8), train=False)   # {4: [4, 12, 20, 28], 8: [2, 6, 10, ..., 30]}
+    """
     return {t: segment_indices(num_frames, t, train=train, generator=generator) for t in sorted(frames)}

@@ -180,6 +180,11 @@ def render_clip(label: int, seed: int, *, num_frames: int = NUM_FRAMES, size: in
 
     Deterministic; for the time-reversal pairs (:data:`REVERSE_OF`) ``render_clip(partner, s)``
     is ``render_clip(label, s)`` played backwards, frame for frame.
+
+    Example::
+
+        clip = render_clip(CLASSES.index("approaching"), seed=0)   # uint8 (3, 32, 32, 32)
+        backwards = render_clip(REVERSE_OF[CLASSES.index("approaching")], seed=0)   # equals clip.flip(1)
     """
     if not 0 <= label < len(CLASSES):
         raise ValueError(f"label must be in [0, {len(CLASSES)}), got {label}")
@@ -316,6 +321,11 @@ class TemporalBenchmark(Dataset):
         noise: standard deviation of the pixel noise, in 0-255 units.
         classes: a subset of :data:`CLASSES` (names or indices), relabelled ``0..k-1`` in the
             order given; default: all 16.
+
+    Example::
+
+        val = TemporalBenchmark("val", size=600, frames=(2, 4, 8, 16), classes=["approaching", "receding"])
+        views, label = val[0]   # {2: (3, 2, 32, 32), ...}, 0; val.classes[label] == "approaching"
     """
 
     CLASSES = CLASSES

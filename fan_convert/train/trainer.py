@@ -28,7 +28,12 @@ from .loss import mutual_distillation_loss
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run (saved with every checkpoint)."""
+    """Everything that defines a run (saved with every checkpoint).
+
+    Example::
+
+        config = TrainConfig(frames=(4, 8, 16), epochs=5, lr=0.005, warmup_epochs=1, amp="bf16", out_dir="runs/r3d")
+    """
 
     frames: tuple[int, ...]
     epochs: int = 10
@@ -68,7 +73,12 @@ class TrainConfig:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weights only: never on norms, biases or alteration scales."""
+    """Weight decay on weights only: never on norms, biases or alteration scales.
+
+    Example::
+
+        optimizer = torch.optim.SGD(param_groups(fan, weight_decay=1e-4), lr=0.01, momentum=0.9)
+    """
     no_decay_ids = set()
     for module in model.modules():
         if isinstance(module, (NormBank,)) or "Norm" in type(module).__name__:
@@ -86,6 +96,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def lr_factor(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
+    """The multiplier of the base learning rate at optimizer step ``step``: a linear warm-up over
+    ``config.warmup_epochs``, then a cosine decay to 0 at the end of the run, or for the
+    ``"step"`` schedule a division by 10 at each of ``config.milestones`` (in epochs).
+
+    Example::
+
+        lr_factor(500, 100, TrainConfig(frames=(4, 8, 16), epochs=10))   # 0.5: halfway down the cosine
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, len(loader), config))
+    """
     total = config.epochs * steps_per_epoch
     warmup = int(config.warmup_epochs * steps_per_epoch)
     if step < warmup:
@@ -120,7 +139,12 @@ class EpochSampler(Sampler[int]):
 
 
 def distributed_context() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
+    """(rank, world size); initialises the process group when launched by torchrun.
+
+    Example::
+
+        rank, world = distributed_context()   # (0, 1) in a plain `python train.py`
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
@@ -214,12 +238,14 @@ class Trainer:
         return DataLoader(self.dataset, batch_size=self.config.batch_size, sampler=self.sampler,
                           num_workers=self.config.num_workers, collate_fn=collate_views)
 
-    def train_step(self, views: dict[int, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:
+    def train_step(self, views: dict[int, torch.Tensor], labels: torch.Tensor, frames: tuple[int, ...] | None = None) -> dict[str, float]:
+        """One optimisation step on the views of ``frames`` (default: every configured frame count)."""
         config = self.config
+        frames = config.frames if frames is None else frames
         self.model.train()
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = {t: self.forward_model(views[t].to(self.device, non_blocking=True)) for t in config.frames}
+            logits = {t: self.forward_model(views[t].to(self.device, non_blocking=True)) for t in frames}
             labels = labels.to(self.device)
             loss, parts = mutual_distillation_loss(
                 {t: v.float() for t, v in logits.items()}, labels, weight=config.distill_weight,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..context import frames as select_frames
-from ..surgery import adapt
+from ..surgery import adapt, specialize
 from .catalog import ZooEntry
 
 
@@ -23,8 +23,16 @@ class CoverageResult:
     alterations: int = 0
     fixed_t: int = 0
     overhead_pct: float = 0.0
+    params: int = 0  # original
+    adapted_params: int = 0
+    specialized_params: int = 0  # folded for the training T
+    convert_seconds: float = 0.0  # adapt() alone
     max_diff: float = float("nan")
     seconds: float = 0.0
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def _forward(model, clip):
@@ -44,7 +52,10 @@ def check_entry(entry: ZooEntry, tolerance: float = 1e-5) -> CoverageResult:
             model = entry.build().eval()
         clip = entry.clip(entry.trained_at)
         expected = _forward(model, clip)
+        converting = time.perf_counter()
         fan = adapt(model, entry.frames, trained_at=entry.trained_at, example_input=clip).eval()
+        result.convert_seconds = round(time.perf_counter() - converting, 2)
+        result.params, result.adapted_params = _count(model), _count(fan)
         plan = fan.fan_plan
         result.analysis, result.overhead_pct = plan.analysis, 100 * plan.overhead
         result.norms, result.alterations = len(plan.select("norm")), len(plan.select("alteration"))
@@ -66,6 +77,7 @@ def check_entry(entry: ZooEntry, tolerance: float = 1e-5) -> CoverageResult:
             out = _forward(fan, entry.clip(t, seed=t))
             if out.shape != expected.shape or not torch.isfinite(out).all():
                 raise AssertionError(f"bad output at T={t}: shape {tuple(out.shape)}")
+        result.specialized_params = _count(specialize(fan, entry.trained_at))
         result.passed = True
     except Exception as err:  # recorded in the table; the test re-raises it
         result.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
@@ -76,15 +88,18 @@ def check_entry(entry: ZooEntry, tolerance: float = 1e-5) -> CoverageResult:
 def coverage_table(results: list[CoverageResult]) -> str:
     """Markdown, one row per architecture."""
     lines = [
-        "| model | traced with | norms specialised | alterations | fixed-T sites rewritten | param overhead | max logit diff | result |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| model | traced with | norms specialised | alterations | fixed-T sites rewritten | parameters: original → adapted"
+        " → specialized | param overhead | adapt (s) | max logit diff | result |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         outcome = "pass" if r.passed else f"FAIL: {r.error}"
         lines.append(
             f"| `{r.name}` | {r.analysis or '-'} | {r.norms} | {r.alterations} | {r.fixed_t} | "
-            f"{r.overhead_pct:.2f}% | {r.max_diff:.1e} | {outcome} |"
+            f"{r.params:,} → {r.adapted_params:,} → {r.specialized_params:,} | {r.overhead_pct:.2f}% | "
+            f"{r.convert_seconds:.2f} | {r.max_diff:.1e} | {outcome} |"
         )
     passed = sum(r.passed for r in results)
-    lines.append(f"\n{passed} of {len(results)} architectures pass.")
+    seconds = sum(r.convert_seconds for r in results)
+    lines.append(f"\n{passed} of {len(results)} architectures pass; adapt() took {seconds:.1f} s for all of them.")
     return "\n".join(lines)

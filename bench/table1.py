@@ -1,0 +1,371 @@
+"""The FAN paper's Table 1 in miniature, on the built-in temporal benchmark (2 CPU cores).
+
+    python bench/table1.py                      # 3 seeds, 3000 train / 1200 val clips (~45 min)
+    python bench/table1.py --quick              # a tiny smoke configuration (~1 min)
+    python bench/table1.py --seeds 0 --rows plain st fan-finetune
+
+Every row uses TSM(tiny_resnet) and the same data, seeds and recipe (SGD, cosine, batch 16):
+
+- plain         trained at 16 frames, evaluated at every frame count (Temporal Deviation);
+- st            separated training: one model per key (4, 8, 16), each evaluated at its own T
+                (the nearest key's model elsewhere);
+- ensemble      the three ST models' averaged probabilities at every T (3x parameters and compute);
+- mixed         trained at 4 frames on a mixup (rho) of the 4-frame view with 4 consecutive
+                frames of the 16-frame view, so it sees both sparse and dense sampling;
+- proportional  each step trains at 4 or at 16 frames (probability rho);
+- calibrate     plain, adapted, every key's norm statistics recomputed; no training;
+- fan-finetune  plain, adapted with fan_convert.adapt and fine-tuned with mutual distillation
+                for a short budget (what this toolkit is for);
+- control       plain fine-tuned for the same steps at 16 frames only (is the gain just more
+                training?);
+- fan-scratch   the adapted architecture trained from ST's initialisation for ST's epochs;
+- no-sn, no-wa, ce-all   fan-finetune without Specialized Normalization, without Weight
+                Alteration, and with cross-entropy on every branch instead of distillation.
+
+Per-seed results are written as they finish (``<out>/table1_seeds/seed<N>.json``) and reused by
+a rerun with the same configuration, so an interrupted run continues where it stopped. The
+summary (mean ± std over seeds) goes to ``<out>/table1.md``, ``table1.json`` and ``table1.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+import fan_convert
+from fan_convert.train.evaluate import calibrate, evaluate
+from fan_convert.train.synthetic import CLASSES, TemporalBenchmark
+from fan_convert.train.trainer import TrainConfig, Trainer
+from fan_convert.zoo.tiny import tiny_resnet
+from fan_convert.zoo.wrappers import TSM
+
+KEYS = (4, 8, 16)
+EVAL_FRAMES = (2, 4, 6, 8, 12, 16, 20)
+ROWS = ("plain", "st", "ensemble", "mixed", "proportional", "calibrate", "fan-finetune", "control",
+        "fan-scratch", "no-sn", "no-wa", "ce-all")
+NEEDS = {"st": ("plain",), "ensemble": ("st",), "calibrate": ("plain",), "fan-finetune": ("plain",),
+         "control": ("plain",), "no-sn": ("plain",), "no-wa": ("plain",), "ce-all": ("plain",)}
+LABELS = {
+    "plain": "Plain (trained at 16)", "st": "ST (one model per T)", "ensemble": "Ensemble of the ST models",
+    "mixed": "Mixed Sampling", "proportional": "Proportional Sampling", "calibrate": "Calibrate (no training)",
+    "fan-finetune": "**FAN-finetune**", "control": "Control: Plain + same steps at 16",
+    "fan-scratch": "**FAN-scratch**", "no-sn": "FAN-finetune w/o Specialized Norm",
+    "no-wa": "FAN-finetune w/o Weight Alteration", "ce-all": "FAN-finetune, CE on every branch",
+}
+console = Console(width=140)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    train_size: int = 3000
+    val_size: int = 1200
+    epochs: int = 10  # plain, ST, mixed, proportional, FAN-scratch
+    lr: float = 0.1
+    warmup_epochs: float = 0.3
+    batch_size: int = 16
+    weight_decay: float = 1e-4
+    finetune_epochs: int = 2  # FAN-finetune, control and the ablations
+    finetune_lr: float = 0.03
+    finetune_calibrate: bool = True  # recompute each key's norm statistics before fine-tuning
+    calibrate_batches: int = 20
+    rho: float = 0.5  # mixed / proportional sampling
+
+
+QUICK = Recipe(train_size=48, val_size=32, epochs=1, finetune_epochs=1, calibrate_batches=2)
+
+
+class MixedSampling(torch.utils.data.Dataset):
+    """4-frame training clips that mix sparse (uniform over the video) and dense (4 consecutive
+    frames of the 16-frame view) sampling: ``rho * sparse + (1 - rho) * dense``."""
+
+    def __init__(self, base, *, low: int = 4, high: int = 16, rho: float = 0.5, seed: int = 0):
+        self.base, self.low, self.high, self.rho, self.seed, self.epoch = base, low, high, rho, seed, 0
+
+    def __len__(self):
+        return len(self.base)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.base.set_epoch(epoch)
+
+    def __getitem__(self, index):
+        views, label = self.base[index]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 100_003 + index)
+        start = int(torch.randint(0, self.high - self.low + 1, (), generator=g))
+        dense = views[self.high][:, start : start + self.low]
+        return {self.low: self.rho * views[self.low] + (1 - self.rho) * dense}, label
+
+
+class ProportionalTrainer(Trainer):
+    """Each step trains on one frame count: the lowest key with probability rho, else the highest."""
+
+    def __init__(self, *args, rho: float = 0.5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rho = rho
+        self.coin = torch.Generator().manual_seed(self.config.seed)
+
+    def train_step(self, views, labels, frames=None):
+        low, high = min(self.config.frames), max(self.config.frames)
+        return super().train_step(views, labels, frames=(low,) if torch.rand((), generator=self.coin) < self.rho else (high,))
+
+
+class Ensemble(nn.Module):
+    """The members' averaged class probabilities (returned as log-probabilities)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        return torch.stack([m(x).softmax(-1) for m in self.members]).mean(0).log()
+
+
+def new_model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return TSM(tiny_resnet(num_classes=len(CLASSES)))
+
+
+def fit(model, data, frames, *, epochs, lr, seed, recipe: Recipe, warmup=None, trainer_cls=Trainer, **options) -> float:
+    config = TrainConfig(frames=frames, epochs=epochs, lr=lr, batch_size=recipe.batch_size,
+                         weight_decay=recipe.weight_decay, seed=seed, progress=False,
+                         warmup_epochs=recipe.warmup_epochs if warmup is None else warmup, **options)
+    started = time.perf_counter()
+    trainer_cls(model, data, config).fit()
+    return time.perf_counter() - started
+
+
+def top1(model, val) -> dict[int, float]:
+    return {t: r["top1"] for t, r in evaluate(model, val, EVAL_FRAMES, batch_size=100).items()}
+
+
+def params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def run_seed(seed: int, recipe: Recipe, rows: list[str]) -> dict[str, dict]:
+    """Train and evaluate every row for one seed: {row: {top1: {T: %}, seconds, cost, params}}."""
+    train = TemporalBenchmark("train", size=recipe.train_size, frames=KEYS, seed=seed).prerender()
+    val = TemporalBenchmark("val", size=recipe.val_size, frames=EVAL_FRAMES, seed=seed).prerender()
+    full, tune = recipe.epochs, recipe.finetune_epochs
+    out: dict[str, dict] = {}
+    models: dict[str, nn.Module] = {}
+
+    def record(row, model, seconds, cost, top=None):
+        """cost: (description, epochs x frames), e.g. ("10x16 + 2x(4+8+16)", 216)."""
+        out[row] = {"top1": top or top1(model, val), "seconds": round(seconds, 1), "cost": cost[0],
+                    "frame_epochs": cost[1], "params": params(model)}
+        console.print(f"  seed {seed} {row:<13} {_fmt_row(out[row]['top1'])}  {seconds:6.0f} s")
+
+    def wanted(row):
+        return row in rows or any(row in NEEDS.get(r, ()) for r in rows)
+
+    if wanted("st") or wanted("plain"):
+        st = {}
+        for t in sorted(KEYS, reverse=True) if wanted("st") else (max(KEYS),):
+            model = new_model(seed)
+            seconds = fit(model, train, (t,), epochs=full, lr=recipe.lr, seed=seed, recipe=recipe)
+            st[t] = (model, seconds, top1(model, val))
+        models["plain"] = st[max(KEYS)][0]
+        if "plain" in rows:
+            record("plain", st[max(KEYS)][0], st[max(KEYS)][1], (f"{full}x16", full * 16), st[max(KEYS)][2])
+        if "st" in rows:  # at each T: the model of the nearest key (its own T where trained)
+            own = {t: st[fan_convert.nearest_key(t, KEYS)][2][t] for t in EVAL_FRAMES}
+            out["st"] = {"top1": own, "seconds": round(sum(s for _, s, _ in st.values()), 1),
+                         "cost": f"{full}x(4+8+16)", "frame_epochs": full * sum(KEYS), "params": sum(params(m) for m, _, _ in st.values()),
+                         "per_model": {t: top for t, (_, _, top) in st.items()}}
+            console.print(f"  seed {seed} {'st':<13} {_fmt_row(own)}")
+        if "ensemble" in rows:
+            ensemble = Ensemble([st[t][0] for t in KEYS])
+            record("ensemble", ensemble, sum(s for _, s, _ in st.values()), (f"{full}x(4+8+16)", full * sum(KEYS)))
+
+    if "mixed" in rows:
+        model = new_model(seed)
+        mixed = MixedSampling(train, rho=recipe.rho, seed=seed)
+        record("mixed", model, fit(model, mixed, (4,), epochs=full, lr=recipe.lr, seed=seed, recipe=recipe), (f"{full}x4", full * 4))
+    if "proportional" in rows:
+        model = new_model(seed)
+        seconds = fit(model, train, (4, 16), epochs=full, lr=recipe.lr, seed=seed, recipe=recipe,
+                      trainer_cls=lambda *a: ProportionalTrainer(*a, rho=recipe.rho))
+        record("proportional", model, seconds, (f"{full}x(4|16)", round(full * (recipe.rho * 4 + (1 - recipe.rho) * 16))))
+    if "fan-scratch" in rows:
+        model = fan_convert.adapt(new_model(seed), frames=KEYS)
+        record("fan-scratch", model, fit(model, train, KEYS, epochs=full, lr=recipe.lr, seed=seed, recipe=recipe),
+               (f"{full}x(4+8+16)", full * sum(KEYS)))
+
+    plain = models.get("plain")
+    if "calibrate" in rows:
+        started = time.perf_counter()
+        fan = calibrate(fan_convert.adapt(plain, frames=KEYS), train, batches=recipe.calibrate_batches)
+        record("calibrate", fan, time.perf_counter() - started, (f"{full}x16 + 0", full * 16))
+    finetunes = {"fan-finetune": {}, "no-sn": {"norms": False}, "no-wa": {"targets": None}, "ce-all": {}}
+    for row, adapt_options in finetunes.items():
+        if row not in rows:
+            continue
+        fan = fan_convert.adapt(plain, frames=KEYS, **adapt_options)
+        started = time.perf_counter()
+        if recipe.finetune_calibrate and adapt_options.get("norms", True):
+            calibrate(fan, train, batches=recipe.calibrate_batches)
+        fit(fan, train, KEYS, epochs=tune, lr=recipe.finetune_lr, seed=seed + 1, recipe=recipe, warmup=0.0,
+            loss_mode="ce" if row == "ce-all" else "distill")
+        record(row, fan, time.perf_counter() - started, (f"{full}x16 + {tune}x(4+8+16)", full * 16 + tune * sum(KEYS)))
+    if "control" in rows:
+        model = copy.deepcopy(plain)
+        seconds = fit(model, train, (16,), epochs=tune, lr=recipe.finetune_lr, seed=seed + 1, recipe=recipe, warmup=0.0)
+        record("control", model, seconds, (f"{full}x16 + {tune}x16", (full + tune) * 16))
+    return out
+
+
+def _fmt_row(top: dict) -> str:
+    return " ".join(f"{t}:{top[t]:5.1f}" for t in EVAL_FRAMES)
+
+
+def summarize(per_seed: dict[int, dict], rows: list[str]) -> dict[str, dict]:
+    summary = {}
+    for row in rows:
+        runs = [per_seed[s][row] for s in per_seed if row in per_seed[s]]
+        if not runs:
+            continue
+        stats = {}
+        for t in EVAL_FRAMES:
+            values = [r["top1"][t] for r in runs]
+            stats[t] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        summary[row] = {"top1": stats, "seconds": statistics.fmean(r["seconds"] for r in runs), "cost": runs[0]["cost"],
+                        "frame_epochs": runs[0]["frame_epochs"], "params": runs[0]["params"], "seeds": len(runs)}
+    return summary
+
+
+def bars(summary: dict) -> list[str]:
+    """The issue's bars, checked against the measured means."""
+    lines = []
+    st = summary.get("st", {}).get("top1")
+    plain = summary.get("plain", {}).get("top1")
+    for row, margin, what in (("fan-scratch", 0.0, "FAN-scratch >= ST"), ("fan-finetune", -2.0, "FAN-finetune within 2 points of ST")):
+        if row in summary and st:
+            gaps = {t: summary[row]["top1"][t]["mean"] - st[t]["mean"] for t in KEYS}
+            ok = all(g >= margin for g in gaps.values())
+            lines.append(f"- {what} at every trained T: {'**met**' if ok else '**not met**'} "
+                         f"(difference {' / '.join(f'{g:+.1f}' for g in gaps.values())} at {'/'.join(map(str, KEYS))})")
+    for row in ("fan-finetune", "fan-scratch"):
+        if row in summary and plain:
+            gap = summary[row]["top1"][16]["mean"] - plain[16]["mean"]
+            lines.append(f"- {LABELS[row].strip('*')} >= Plain at 16: {'**met**' if gap >= 0 else '**not met**'} ({gap:+.1f})")
+    return lines
+
+
+def markdown(summary: dict, recipe: Recipe, seeds: list[int]) -> str:
+    head = "| method | " + " | ".join(f"{t}" if t not in KEYS else f"**{t}**" for t in EVAL_FRAMES)
+    head += " | cost (epochs × frames) | params | train time |\n"
+    head += "|---" * (len(EVAL_FRAMES) + 4) + "|\n"
+    body = ""
+    for row, s in summary.items():
+        cells = " | ".join(f"{s['top1'][t]['mean']:.1f} ± {s['top1'][t]['std']:.1f}" for t in EVAL_FRAMES)
+        body += f"| {LABELS[row]} | {cells} | {s['cost']} = {s['frame_epochs']} | {s['params']:,} | {s['seconds']:.0f} s |\n"
+    return (
+        f"# Table 1 in miniature (built-in temporal benchmark)\n\n"
+        f"Top-1 (%) on {recipe.val_size} validation clips, mean ± std over seeds {', '.join(map(str, seeds))}; "
+        f"trained frame counts in bold. Generated by `python bench/table1.py` with {json.dumps(asdict(recipe))}.\n\n"
+        + head + body + "\n" + "\n".join(bars(summary)) + "\n"
+    )
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    styles = {"plain": ("Plain (trained at 16)", "tab:gray", "o--"), "st": ("ST (one model per T)", "tab:blue", "s-"),
+              "calibrate": ("Calibrate", "tab:olive", "v:"), "fan-finetune": ("FAN-finetune", "tab:orange", "D-"),
+              "fan-scratch": ("FAN-scratch", "tab:red", "^-")}
+    for row, (label, colour, style) in styles.items():
+        if row not in summary:
+            continue
+        means = [summary[row]["top1"][t]["mean"] for t in EVAL_FRAMES]
+        stds = [summary[row]["top1"][t]["std"] for t in EVAL_FRAMES]
+        ax.errorbar(EVAL_FRAMES, means, yerr=stds, fmt=style, color=colour, label=label, capsize=3, markersize=4)
+    for t in KEYS:
+        ax.axvline(t, color="0.85", lw=0.8, zorder=0)
+    ax.set(xlabel="frames at inference", ylabel="top-1 (%)", xticks=EVAL_FRAMES,
+           title="Temporal Deviation and FAN on the built-in benchmark")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, numbers meaningless")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    for field, default in asdict(Recipe()).items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default) if not isinstance(default, bool) else int,
+                            default=None, help=f"default {default}")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else Recipe()
+    recipe = Recipe(**{**asdict(base), **{k: (bool(v) if isinstance(getattr(base, k), bool) else v)
+                                          for k, v in vars(args).items() if k in asdict(base) and v is not None}})
+    torch.set_num_threads(args.threads)
+    rows = [r for r in ROWS if r in args.rows]
+    seeds_dir = args.out / "table1_seeds"
+    seeds_dir.mkdir(parents=True, exist_ok=True)
+    stem = "table1_quick" if args.quick else "table1"
+    per_seed = {}
+    for seed in args.seeds:
+        path = seeds_dir / f"{stem}_seed{seed}.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved["recipe"] == asdict(recipe) and set(rows) <= set(saved["rows"]):
+                console.print(f"seed {seed}: reusing {path}")
+                per_seed[seed] = {r: _int_keys(v) for r, v in saved["rows"].items()}
+                continue
+        console.print(f"[bold]seed {seed}[/]: {', '.join(rows)}")
+        per_seed[seed] = run_seed(seed, recipe, rows)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"recipe": asdict(recipe), "rows": per_seed[seed]}, indent=1))
+        os.replace(tmp, path)
+
+    summary = summarize(per_seed, rows)
+    table = Table(title=f"top-1 (%) mean ± std over {len(per_seed)} seed(s)")
+    table.add_column("method")
+    for t in EVAL_FRAMES:
+        table.add_column(f"[bold]{t}[/]" if t in KEYS else str(t), justify="right")
+    table.add_column("cost", justify="right")
+    for row, s in summary.items():
+        table.add_row(LABELS[row].strip("*"), *(f"{s['top1'][t]['mean']:.1f}±{s['top1'][t]['std']:.1f}" for t in EVAL_FRAMES),
+                      str(s["frame_epochs"]))
+    console.print(table)
+    for line in bars(summary):
+        console.print(line.replace("**", ""))
+    (args.out / f"{stem}.md").write_text(markdown(summary, recipe, sorted(per_seed)))
+    (args.out / f"{stem}.json").write_text(json.dumps({"recipe": asdict(recipe), "summary": summary, "per_seed": per_seed}, indent=1))
+    plot(summary, args.out / f"{stem}.png")
+    console.print(f"wrote {args.out / (stem + '.md')}, .json and .png")
+    return summary
+
+
+def _int_keys(result: dict) -> dict:
+    result = dict(result)
+    result["top1"] = {int(t): v for t, v in result["top1"].items()}
+    if "per_model" in result:
+        result["per_model"] = {int(k): {int(t): v for t, v in top.items()} for k, top in result["per_model"].items()}
+    return result
+
+
+if __name__ == "__main__":
+    main()
