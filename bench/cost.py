@@ -118,7 +118,9 @@ def main(argv=None) -> None:
     title = f"CPU latency, median of {repeats} interleaved runs (ms)"
     report.append(show(title, ["batch", "T", "original", "adapted", "specialized"], rows))
 
-    report.append(training_step(args, size, repeats))
+    report.append(training_step("fan_convert:tiny_resnet", 8, 32, max(repeats, 5)))
+    if not args.quick:  # a real backbone: per-layer overheads weigh less against the convolutions
+        report.append(training_step("timm:resnet18", 4, size, max(repeats // 2, 3)))
     report.append(data_loading(repeats))
     rows = [[f"build {arch} (random weights)", f"{build_s:.2f}"], [f"adapt {arch} (3 keys, paper targets)", f"{convert_s:.2f}"]]
     report.append(show("Conversion time (s)", ["step", "seconds"], rows))
@@ -127,14 +129,13 @@ def main(argv=None) -> None:
     console.print(f"wrote {args.out}")
 
 
-def training_step(args, size: int, repeats: int) -> str:
+def training_step(spec: str, batch: int, size: int, repeats: int, **kwargs) -> str:
     """One FAN step (4+8+16-frame views of one batch) vs one ST step at each of 4, 8 and 16."""
     torch.manual_seed(0)
-    batch = 8
-    make = lambda: build("fan_convert:tiny_resnet", temporal="tsm", num_classes=10)  # noqa: E731
+    make = lambda: build(spec, temporal="tsm", num_classes=10, **kwargs)  # noqa: E731
     fan = fan_convert.adapt(make(), KEYS).train()
     singles = {t: make().train() for t in KEYS}
-    views = {t: torch.randn(batch, 3, t, 32, 32) for t in KEYS}
+    views = {t: torch.randn(batch, 3, t, size, size) for t in KEYS}
     labels = torch.randint(0, 10, (batch,))
     opt_fan = torch.optim.SGD(fan.parameters(), lr=0.01)
     opts = {t: torch.optim.SGD(m.parameters(), lr=0.01) for t, m in singles.items()}
@@ -155,7 +156,7 @@ def training_step(args, size: int, repeats: int) -> str:
     times = {name: [] for name in steps}
     for step in steps.values():
         step()
-    for _ in range(max(repeats, 5)):
+    for _ in range(repeats):
         for name, step in steps.items():
             start = time.perf_counter()
             step()
@@ -165,7 +166,8 @@ def training_step(args, size: int, repeats: int) -> str:
     rows = [[name, f"{value:.1f}"] for name, value in ms.items()]
     rows.append(["sum of the three ST steps", f"{st_total:.1f}"])
     rows.append(["FAN / sum of ST", f"{ms['FAN (4+8+16)'] / st_total:.3f}x"])
-    return show(f"Training step, TSM tiny_resnet, batch {batch}, 32x32 (ms, median)", ["step", "ms"], rows)
+    title = f"Training step, TSM {spec.split(':')[1]}, batch {batch}, {size}x{size} (ms, median of {repeats})"
+    return show(title, ["step", "ms"], rows)
 
 
 def data_loading(repeats: int) -> str:

@@ -265,12 +265,13 @@ def bars(summary: dict) -> list[str]:
 
 def markdown(summary: dict, recipe: Recipe, seeds: list[int]) -> str:
     head = "| method | " + " | ".join(f"{t}" if t not in KEYS else f"**{t}**" for t in EVAL_FRAMES)
-    head += " | cost (epochs × frames) | params | train time |\n"
+    head += " | cost (epochs × frames) | params | train time (this row's own stage) |\n"
     head += "|---" * (len(EVAL_FRAMES) + 4) + "|\n"
     body = ""
     for row, s in summary.items():
         cells = " | ".join(f"{s['top1'][t]['mean']:.1f} ± {s['top1'][t]['std']:.1f}" for t in EVAL_FRAMES)
-        body += f"| {LABELS[row]} | {cells} | {s['cost']} = {s['frame_epochs']} | {s['params']:,} | {s['seconds']:.0f} s |\n"
+        cost = s["cost"].replace("|", " or ")
+        body += f"| {LABELS[row]} | {cells} | {cost} = {s['frame_epochs']} | {s['params']:,} | {s['seconds']:.0f} s |\n"
     return (
         f"# Table 1 in miniature (built-in temporal benchmark)\n\n"
         f"Top-1 (%) on {recipe.val_size} validation clips, mean ± std over seeds {', '.join(map(str, seeds))}; "

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ BENCH = Path(__file__).parent.parent / "bench"
 def load(name):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -70,3 +72,10 @@ def test_cost_quick_run_reports_every_section(tmp_path):
     for section in ("Parameters", "GFLOPs", "CPU latency", "Training step", "Data loading", "Conversion time"):
         assert f"### {section}" in text
     assert "FAN / sum of ST" in text
+
+
+def test_per_class_quick_run_writes_a_row_per_class(tmp_path):
+    load("per_class").main(["--quick", "--out", str(tmp_path)])
+    lines = (tmp_path / "per_class_T4_quick.md").read_text().splitlines()
+    assert "FAN-finetune, kernel 3" in lines[2]
+    assert sum(line.startswith("| moving") for line in lines) == 4 and lines[-1].startswith("| parameters")
