@@ -140,3 +140,33 @@ def test_host_code_can_still_read_the_wrapped_layer():
     assert layer.in_channels == 3 and layer.out_channels == 4 and layer.kernel_size == (3, 3)
     assert layer.weight is layer.base_layer.weight
     assert ResidualAlteration(nn.Conv2d(3, 4, 3), KEYS, kernel_size=3).out_channels == 4
+
+
+def test_inference_reuses_the_altered_weight_until_an_input_changes():
+    import copy
+    import pickle
+
+    layer = WeightAlteration(nn.Conv2d(6, 8, 3), KEYS)
+    _randomize_scales(layer)
+    x = torch.randn(2, 6, 7, 7)
+
+    def reference(key):
+        return nn.functional.conv2d(x, alter_weight(layer.base_layer.weight, layer.scales[str(key)]), layer.base_layer.bias)
+
+    with torch.no_grad():
+        first = layer.altered_weight(8)
+        assert layer.altered_weight(8) is first  # cached
+        assert torch.equal(layer.altered_weight(4), alter_weight(layer.base_layer.weight, layer.scales["4"]))
+        layer.scales["8"].add_(0.5)  # an in-place update (an optimizer step, load_state_dict)
+        with fan_convert.frames(8):
+            assert torch.allclose(layer(x), reference(8))
+        layer.base_layer.weight.mul_(2)
+        with fan_convert.frames(8):
+            assert torch.allclose(layer(x), reference(8))
+    with torch.inference_mode(), fan_convert.frames(16):
+        assert torch.allclose(layer(x), reference(16))
+    assert "_inference_cache" not in copy.deepcopy(layer).__dict__
+    assert "_inference_cache" not in pickle.loads(pickle.dumps(layer)).__dict__
+    with fan_convert.frames(8):  # with autograd on, nothing is cached and gradients flow
+        layer(x).sum().backward()
+    assert layer.scales["8"].grad is not None and layer.base_layer.weight.grad is not None

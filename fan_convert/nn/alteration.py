@@ -70,6 +70,16 @@ def alter_weight(weight: torch.Tensor, scale: torch.Tensor, groups: int = 1) -> 
     return weight * factor.view(out_channels, in_per_group, *([1] * (weight.dim() - 2)))
 
 
+def _can_cache(weight: torch.Tensor) -> bool:
+    return (
+        not torch.is_grad_enabled()
+        and weight.device.type != "meta"
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and type(weight) in (torch.Tensor, nn.Parameter)
+    )
+
+
 class WeightAlteration(nn.Module):
     """Per-key input-channel scales folded into ``base_layer``'s weight at forward time.
 
@@ -104,7 +114,22 @@ class WeightAlteration(nn.Module):
 
     def altered_weight(self, key: int) -> torch.Tensor:
         weight = getattr(self.base_layer, weight_name(self.base_layer))
-        return alter_weight(weight, self.scales[str(key)], self.groups)
+        scale = self.scales[str(key)]
+        if not _can_cache(weight):
+            return alter_weight(weight, scale, self.groups)
+        # Without autograd the altered weight only changes when its inputs do: keep the last one,
+        # so inference costs what the original layer costs.
+        stamp = (key, weight._version, scale._version, weight.data_ptr(), scale.data_ptr(), torch.is_inference_mode_enabled())
+        cached = self.__dict__.get("_inference_cache")
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, alter_weight(weight, scale, self.groups))
+            self.__dict__["_inference_cache"] = cached
+        return cached[1]
+
+    def __getstate__(self):
+        state = super().__getstate__().copy()
+        state.pop("_inference_cache", None)
+        return state
 
     def forward(self, *args, **kwargs):
         weight = self.altered_weight(select_key(self.keys, self.site))
