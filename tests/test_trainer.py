@@ -138,3 +138,16 @@ def test_bf16_autocast_step_trains_fp32_weights():
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     scales = trainer.model.conv.scales
     assert all(s.abs().sum() > 0 for s in scales.values())  # every key's alteration got a gradient step
+
+
+def test_channels_last_covers_2d_and_3d_weights_and_trains():
+    from fan_convert.train.trainer import to_channels_last
+
+    mixed = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv3d(4, 4, 3))
+    to_channels_last(mixed)  # nn.Module.to(memory_format=...) refuses the 5-D weight
+    assert mixed[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert mixed[1].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    trainer = make(None, channels_last=True)
+    assert trainer.model.conv.base_layer.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    history = trainer.fit()
+    assert history[0]["loss"] == history[0]["loss"]  # finite, not NaN

@@ -63,6 +63,7 @@ def train(
     distill_weight: float = typer.Option(1.0, "--lambda", help="Weight of the distillation terms."),
     amp: str = typer.Option("off", "--amp", help="off, bf16 or fp16 (CUDA)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="channels-last memory format for conv weights."),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
     crop: int = typer.Option(112, "--crop", help="Spatial crop size."),
     resize: int = typer.Option(128, "--resize", help="Short side after decoding."),
@@ -84,7 +85,8 @@ def train(
         dataset = _dataset(data, list_file, classes, frames, train=True, crop=crop, resize=resize, flip=flip)
         config = TrainConfig(frames=frames, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                              schedule=schedule, warmup_epochs=warmup, weight_decay=weight_decay, distill_weight=distill_weight,
-                             amp=amp, compile=compile_model, num_workers=workers, seed=seed, out_dir=str(out_dir),
+                             amp=amp, compile=compile_model, channels_last=channels_last, num_workers=workers, seed=seed,
+                             out_dir=str(out_dir),
                              checkpoint_every=checkpoint_every, device=device)
         trainer = Trainer(fan, dataset, config)
         if resume:

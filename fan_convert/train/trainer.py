@@ -49,7 +49,7 @@ class TrainConfig:
     loss_mode: str = "distill"  # "distill" or "ce" (the paper's ablation)
     detach_teacher: bool = True
     amp: str = "off"  # "off", "bf16" or "fp16" (CUDA)
-    channels_last: bool = False
+    channels_last: bool = False  # conv weights in channels-last memory format (faster on GPUs)
     compile: bool = False
     num_workers: int = 0
     seed: int = 0
@@ -115,6 +115,24 @@ def lr_factor(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Channels-last memory format for every 4-D (2D conv) and 5-D (3D conv) weight, in place.
+
+    ``model.to(memory_format=torch.channels_last)`` refuses 5-D tensors, so 3D and mixed models
+    need each tensor converted by its rank.
+
+    Example::
+
+        to_channels_last(fan)   # then feed clips as usual; convolutions pick the faster kernels on GPU
+    """
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.dim() in formats:
+                tensor.data = tensor.data.contiguous(memory_format=formats[tensor.dim()])
+    return model
+
+
 class EpochSampler(Sampler[int]):
     """A shuffled order fixed by (seed, epoch), sharded over ranks, that can start mid-epoch."""
 
@@ -166,8 +184,8 @@ class Trainer:
         self.device = self._device()
         torch.manual_seed(config.seed + self.rank)
         self.model = model.to(self.device)
-        if config.channels_last and self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        if config.channels_last:
+            to_channels_last(self.model)
         self.dataset = dataset
         self.sampler = EpochSampler(len(dataset), shuffle=True, seed=config.seed, rank=self.rank, world=self.world)
         groups = param_groups(self.model, config.weight_decay)
