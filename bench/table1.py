@@ -35,7 +35,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -319,8 +319,8 @@ def main(argv=None) -> dict:
                             default=None, help=f"default {default}")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else Recipe()
-    recipe = Recipe(**{**asdict(base), **{k: (bool(v) if isinstance(getattr(base, k), bool) else v)
-                                          for k, v in vars(args).items() if k in asdict(base) and v is not None}})
+    given = {k: v for k, v in vars(args).items() if k in asdict(base) and v is not None}
+    recipe = replace(base, **{k: bool(v) if isinstance(getattr(base, k), bool) else v for k, v in given.items()})
     torch.set_num_threads(args.threads)
     rows = [r for r in ROWS if r in args.rows]
     seeds_dir = args.out / "table1_seeds"
