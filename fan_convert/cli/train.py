@@ -13,16 +13,13 @@ from ._app import _ERRORS, _arch_kwargs, _fail, app, console
 def _dataset(data: str, list_file: Optional[Path], classes: Optional[Path], frames, *, train: bool, crop: int, resize: int,
              split: str = "train", flip: bool = False):
     """A multi-view dataset from a folder of videos per class, an annotation list, or 'builtin'."""
-    from ..train.data import MultiViewClips, annotation_list, video_folder
+    from ..train.data import MultiViewClips, read_items
 
     if data == "builtin":
         from ..train.synthetic import TemporalBenchmark
 
         return TemporalBenchmark(split=split, frames=frames, train=train)
-    if list_file is not None:
-        items, _ = annotation_list(list_file, root=data, classes_file=classes)
-    else:
-        items, _ = video_folder(data)
+    items, _ = read_items(data, list_file, classes, report=lambda note: console.print(note, highlight=False))
     return MultiViewClips(items, frames, train=train, crop_size=crop, resize=resize, flip=flip)
 
 
@@ -77,6 +74,7 @@ def train(
 ) -> None:
     """Fine-tune a FAN with mutual distillation (CPU, GPU, or `torchrun ... -m fan_convert train`)."""
     from ..io import load, save
+    from ..train.data import skip_report
     from ..train.trainer import TrainConfig, Trainer
 
     try:
@@ -102,6 +100,8 @@ def train(
         last = history[-1] if history else {}
         shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith(("loss", "acc")))
         console.print(f"trained {config.epochs} epochs ({shown}); wrote {written}", highlight=False)
+        if trainer.skipped_videos:
+            console.print(skip_report(trainer.skipped_videos), highlight=False, markup=False)
 
 
 @app.command(name="eval")
@@ -125,6 +125,7 @@ def evaluate_command(
 ) -> None:
     """Accuracy at each frame count: the Temporal Deviation table, for a FAN or any plain model."""
     from ..surgery import check_frames
+    from ..train.data import skip_report
     from ..train.evaluate import deviation_table, evaluate, plot_results, save_results
 
     try:
@@ -140,6 +141,9 @@ def evaluate_command(
     except _ERRORS + (ImportError,) as err:
         _fail(str(err).strip("'\""))
     console.print(deviation_table(results, keys))
+    skipped = skip_report(results[model_file.name][frames[0]]["skipped_videos"])
+    if skipped:
+        console.print(skipped, highlight=False, markup=False)
 
 
 @app.command()

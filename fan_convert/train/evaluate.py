@@ -37,8 +37,10 @@ def evaluate(
     correct1 = {t: 0 for t in frames}
     correct5 = {t: 0 for t in frames}
     total = skipped = 0
+    reasons: list[str] = []
     for views, labels, lost in loader:
         skipped += lost
+        reasons += lost.reasons
         if labels.numel() == 0:
             continue
         labels = labels.to(device)
@@ -50,8 +52,8 @@ def evaluate(
             correct5[t] += (top == labels[:, None]).any(-1).sum().item()
     if total == 0:
         raise ValueError("no sample could be evaluated; check the data")
-    return {t: {"top1": 100 * correct1[t] / total, "top5": 100 * correct5[t] / total, "clips": total, "skipped": skipped}
-            for t in frames}
+    return {t: {"top1": 100 * correct1[t] / total, "top5": 100 * correct5[t] / total, "clips": total, "skipped": skipped,
+                "skipped_videos": reasons} for t in frames}
 
 
 def deviation_table(results: dict[str, dict[int, dict[str, float]]], keys: Sequence[int] = ()):

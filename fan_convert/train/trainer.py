@@ -199,6 +199,7 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16" and self.device.type == "cuda")
         self.step, self.epoch, self.skipped = 0, 0, 0
+        self.skipped_videos: list[str] = []  # one reason per skip, for skip_report()
         self.history: list[dict] = []
         self.forward_model = self.model
         if self.world > 1:
@@ -298,6 +299,7 @@ class Trainer:
                 count, clips, started = 0, 0, time.perf_counter()
                 for views, labels, skipped in loader:
                     self.skipped += skipped
+                    self.skipped_videos += skipped.reasons
                     if labels.numel() == 0:
                         continue
                     parts = self.train_step(views, labels)
