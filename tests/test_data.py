@@ -37,6 +37,7 @@ CLIPS = [
     ("mjpeg.avi", "mjpeg", (48, 64)), ("mjpeg.mov", "mjpeg", (48, 64)), ("mpeg1.mpg", "mpeg1video", (48, 64)),
     ("mpeg2.mpeg", "mpeg2video", (48, 64)), ("mpeg2.mpg", "mpeg2video", (48, 64)), ("vp8.webm", "libvpx", (48, 64)),
     ("flv1.flv", "flv", (48, 64)), ("wmv2.wmv", "wmv2", (48, 64)), ("h263.3gp", "h263", (96, 128)),
+    ("vp8.ogv", "libvpx", (48, 64)),
 ]
 
 

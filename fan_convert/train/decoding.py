@@ -100,6 +100,24 @@ def _rgb(frame, short_side: int | None) -> torch.Tensor:
     return torch.from_numpy(frame.to_ndarray(format="rgb24"))
 
 
+class _ToRGB:
+    """:func:`_rgb` for many frames of one video: the scaler contexts are made once and run on
+    ``threads`` threads (same pixels; PyAV's per-frame default builds a threaded context per call)."""
+
+    def __init__(self, short_side: int | None, threads: int):
+        from av.video.reformatter import VideoReformatter
+
+        self.short_side, self.threads = short_side, threads
+        self.scaler, self.converter = VideoReformatter(), VideoReformatter()
+
+    def __call__(self, frame) -> torch.Tensor:
+        if self.short_side:
+            scale = self.short_side / min(frame.width, frame.height)
+            width, height = round(frame.width * scale / 2) * 2, round(frame.height * scale / 2) * 2
+            frame = self.scaler.reformat(frame, width=width, height=height, threads=self.threads)
+        return torch.from_numpy(self.converter.reformat(frame, format="rgb24", threads=self.threads).to_ndarray())
+
+
 def _fit(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
     """Exact short side for (N, H, W, 3) frames (after even-size rounding or for image files)."""
     if short_side and frames.shape[0] and min(frames.shape[1:3]) != short_side:
@@ -167,12 +185,13 @@ def _by_timestamp(path, wanted, frame_pts, keyframes, short_side, threads) -> Sa
     found: dict[int, torch.Tensor] = {}
     decoded = seeks = 0
     position = -1  # presentation index of the last frame the decoder gave
+    to_rgb = _ToRGB(short_side, max(threads, 1))
     container, stream = _open(path, threads)
     with container:
         codec = stream.codec_context
         packets = container.demux(stream)
         while todo:
-            jump = _seek_target(key_index, min(index[t] for t in todo), position)
+            jump = _seek_target(key_index, _next(wanted, found), position)
             if jump is not None:
                 container.seek(frame_pts[jump], stream=stream, backward=True, any_frame=False)
                 packets, seeks, position = container.demux(stream), seeks + 1, jump - 1
@@ -185,13 +204,14 @@ def _by_timestamp(path, wanted, frame_pts, keyframes, short_side, threads) -> Sa
                     codec.skip_frame = "DEFAULT" if packet.pts in todo else "NONREF"
                 for frame in packet.decode():
                     decoded += 1
-                    if frame.pts not in index:
+                    at = index.get(frame.pts)
+                    if at is None:
                         return None
-                    position = max(position, index[frame.pts])
+                    position = max(position, at)
                     if frame.pts in todo:
                         todo.discard(frame.pts)
-                        found[index[frame.pts]] = _rgb(frame, short_side)
-                if not todo or _seek_target(key_index, min(index[t] for t in todo), position) is not None:
+                        found[at] = to_rgb(frame)
+                if not todo or (key_index and _seek_target(key_index, _next(wanted, found), position) is not None):
                     break
             else:
                 break
@@ -199,6 +219,10 @@ def _by_timestamp(path, wanted, frame_pts, keyframes, short_side, threads) -> Sa
         return None
     frames = _fit(torch.stack([found[i] for i in wanted]), short_side)
     return SampledFrames(frames, wanted, len(frame_pts), decoded, seeks)
+
+
+def _next(wanted: list[int], found: dict) -> int:
+    return next(i for i in wanted if i not in found)
 
 
 def _seek_target(key_index: list[int], next_wanted: int, position: int) -> int | None:
@@ -225,11 +249,12 @@ def _in_order(path, choose, short_side, threads, estimate) -> SampledFrames:
 
 def _first_frames(path, wanted, count, short_side, threads) -> SampledFrames | None:
     found, decoded, todo = {}, 0, set(wanted)
+    to_rgb = _ToRGB(short_side, max(threads, 1))
     container, stream = _open(path, threads)
     with container:
         for frame in container.decode(stream):
             if decoded in todo:
-                found[decoded] = _rgb(frame, short_side)
+                found[decoded] = to_rgb(frame)
             decoded += 1
             if len(found) == len(wanted):
                 return SampledFrames(_fit(torch.stack([found[i] for i in wanted]), short_side), wanted, count, decoded)

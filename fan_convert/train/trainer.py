@@ -251,7 +251,8 @@ class Trainer:
 
     def _loader(self) -> DataLoader:
         self.sampler.epoch = self.epoch
-        self.sampler.start = (self.step - self.epoch * self.steps_per_epoch) * self.config.batch_size
+        # max(0, ...): a batch of only skipped videos makes no step, so steps can fall behind batches
+        self.sampler.start = max(0, (self.step - self.epoch * self.steps_per_epoch) * self.config.batch_size)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
         return DataLoader(self.dataset, batch_size=self.config.batch_size, sampler=self.sampler,
