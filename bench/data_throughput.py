@@ -189,6 +189,7 @@ def main() -> None:
             f"{old['cpu_per_clip']:.3f} | {new['cpu_per_clip']:.3f} | {old['cpu_per_clip'] / new['cpu_per_clip']:.1f}x | "
             f"{'yes' if identical else 'NO'} | {share} |"
         )
+    lines += ["", "What these numbers mean, and what limits them: [docs/data.md](../../docs/data.md#throughput)."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_suffix(".tmp")
     partial.write_text("\n".join(lines) + "\n")
