@@ -12,6 +12,7 @@ from .io import load, read_checkpoint, read_manifest, save, save_specialized
 from .nn import NormBank, NotFoldableError, ResidualAlteration, WeightAlteration, fold_alteration
 from .surgery import (
     ConversionPlan,
+    Rule,
     Site,
     UnsupportedNormWarning,
     adapt,
@@ -19,6 +20,7 @@ from .surgery import (
     get_plan,
     plan,
     register_norm,
+    register_rule,
     specialize,
 )
 from .zoo import build
@@ -28,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "adapt", "build", "zoo", "apply_plan", "plan", "save", "save_specialized", "load", "read_manifest",
     "read_checkpoint", "specialize", "get_plan", "frames", "active_frames", "nearest_key", "register_norm",
+    "register_rule", "Rule",
     "ConversionPlan", "Site", "NormBank", "WeightAlteration", "ResidualAlteration", "fold_alteration",
     "NotFoldableError", "NoActiveFrames", "UnsupportedNormWarning", "__version__",
 ]

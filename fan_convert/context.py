@@ -39,6 +39,27 @@ def check_frame_count(t: Any, what: str = "frame count") -> int:
     return t
 
 
+def check_frames(frames: Sequence[int]) -> tuple[int, ...]:
+    """Validate trained frame counts: a non-empty list of distinct positive integers.
+
+    Example::
+
+        check_frames([16, 4, 8])   # (4, 8, 16): sorted, as a tuple
+        check_frames(8)            # (8,)
+    """
+    if isinstance(frames, int):
+        frames = (frames,)
+    frames = list(frames)
+    if not frames:
+        raise ValueError("frames is empty: give the frame counts to train, e.g. frames=(4, 8, 16)")
+    for t in frames:
+        check_frame_count(t, "each of frames")
+    duplicates = sorted({t for t in frames if frames.count(t) > 1})
+    if duplicates:
+        raise ValueError(f"frames lists {duplicates} more than once: give each frame count once")
+    return tuple(sorted(frames))
+
+
 @contextmanager
 def frames(t: int) -> Iterator[int]:
     """Select the sub-network for ``t`` frames inside the block.

@@ -17,15 +17,15 @@ from pytorchvideo.models.x3d import create_x3d
 from torch import nn
 from torchvision.models.video.mvit import PositionalEncoding as TVPositionalEncoding
 
-from fan_convert.nn.time_adapters import (
-    AdaptiveTimePool3d,
+from fan_convert.nn.position_encodings import (
     InterpolatedMViTPositionalEncoding,
     InterpolatedSpatioTemporalClsPositionalEncoding,
     interpolate_time,
-    time_adapter_for,
 )
+from fan_convert.nn.time_adapters import time_adapter_for
+from fan_convert.nn.time_pool import AdaptiveTimePool3d
+from fan_convert.surgery.conversion import ConversionPlan, Site
 from fan_convert.surgery.fixed_t import FIXED_T, find_fixed_t_sites, rewrite_fixed_t, scale_clip
-from fan_convert.surgery.plan import ConversionPlan, Site
 
 
 def clip(t, size, seed=0):

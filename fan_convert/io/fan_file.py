@@ -17,10 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ..context import nearest_key
-from ..nn import ResidualAlteration
-from ..surgery import ConversionPlan, Site, apply_plan, get_plan, specialize
-from ..surgery.fixed_t import rewrite_fixed_t
+from .. import surgery
 from .atomic import atomic_write
 
 MANIFEST_KEY = "fan_convert"
@@ -69,11 +66,11 @@ def save(
 
         fan_convert.save(fan, "r3d18_fan.safetensors", arch="torchvision:r3d_18", arch_kwargs={"num_classes": 174})
     """
-    conversion = get_plan(model)
+    conversion = surgery.get_plan(model)
     manifest = {
         "format": FORMAT, "kind": "fan", "arch": _arch_of(model, arch, arch_kwargs),
         "frames": list(conversion.frames), "trained_at": conversion.trained_at,
-        "plan": conversion.to_dict(), "versions": _versions(), **(extra or {}),
+        "plan": conversion.to_dict(), "versions": _versions(), **_user_rules(conversion.select()), **(extra or {}),
     }
     return _write(model, path, manifest, overwrite)
 
@@ -89,17 +86,31 @@ def save_specialized(
         fan_convert.save_specialized(fan, 8, "r3d18_8.safetensors", arch="torchvision:r3d_18", arch_kwargs={"num_classes": 174})
         plain8 = fan_convert.load("r3d18_8.safetensors")   # a plain r3d_18 for 8-frame clips
     """
-    conversion = get_plan(model)
-    plain = specialize(model, frames, unfoldable=unfoldable)
-    kept = [p for p, m in plain.named_modules() if isinstance(m, ResidualAlteration)]
+    conversion = surgery.get_plan(model)
+    plain = surgery.specialize(model, frames, unfoldable=unfoldable)
+    fixed_t = conversion.select("fixed_t")
     manifest = {
         "format": FORMAT, "kind": "specialized", "arch": _arch_of(model, arch, arch_kwargs),
         "frames": [frames], "trained_at": conversion.trained_at, "specialized_from": list(conversion.frames),
-        "kept_alterations": {"paths": kept, "kernel_size": conversion.kernel_size, "key": nearest_key(frames, conversion.frames)},
-        "fixed_t": [asdict(site) for site in conversion.select("fixed_t")],
-        "versions": _versions(),
+        "kept_alterations": surgery.kept_alterations(plain, conversion, frames),
+        "fixed_t": [asdict(site) for site in fixed_t],
+        "versions": _versions(), **_user_rules(fixed_t),
     }
     return _write(plain, path, manifest, overwrite)
+
+
+def _user_rules(sites) -> dict:
+    """The user rules (fan_convert.register_rule) the sites were converted by, for the manifest."""
+    names = surgery.user_rule_names([site.rule for site in sites])
+    return {"user_rules": names} if names else {}
+
+
+def _check_user_rules(manifest: dict, path) -> None:
+    missing = surgery.missing_rules(manifest.get("user_rules", []))
+    if missing:
+        raise FanFileError(
+            f"'{path}' was converted with the rule {missing[0]!r}, which is not registered here; import the code "
+            "that calls fan_convert.register_rule for it before loading")
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -156,22 +167,14 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, trust_facto
         fan = fan_convert.load("r3d18_fan.safetensors")
     """
     manifest = read_manifest(path)
+    _check_user_rules(manifest, path)
     if model is None:
         model = build_from_manifest(manifest, trust_factory=trust_factory)
     if manifest["kind"] == "fan":
-        model = apply_plan(model, ConversionPlan.from_dict(manifest["plan"]), inplace=True)
-    else:  # a specialized file: re-make the time adapters, then fix them to its frame count
-        sites = [Site(**site) for site in manifest.get("fixed_t", [])]
-        rewrite_fixed_t(model, sites, trained_at=manifest["trained_at"])
-        for site in sites:
-            parent, _, child = site.path.rpartition(".")
-            owner = model.get_submodule(parent) if parent else model
-            setattr(owner, child, getattr(owner, child).specialize(frames=manifest["frames"][0]))
-    kept = manifest.get("kept_alterations") or {}
-    for site in kept.get("paths", []):  # unfoldable alterations a specialized file keeps
-        parent, _, child = site.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        setattr(owner, child, ResidualAlteration(getattr(owner, child), (kept["key"],), kept["kernel_size"], site=site))
+        model = surgery.apply_plan(model, surgery.ConversionPlan.from_dict(manifest["plan"]), inplace=True)
+    else:
+        surgery.restore_specialized(
+            model, manifest["frames"][0], manifest["trained_at"], manifest.get("fixed_t", []), manifest.get("kept_alterations"))
     missing, unexpected = load_model(model, str(path), strict=False)
     if missing or unexpected:
         raise FanFileError(

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..nn.alteration import alterable
-from .rules import is_default_alteration_target, leaf_types
+from .builtin_rules import is_default_alteration_target
+from .rules import leaf_types
 
 _ADDS = {operator.add, operator.iadd, torch.add}
 _NORM_FUNCTIONS = {

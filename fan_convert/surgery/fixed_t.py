@@ -7,9 +7,10 @@ module that stores the frame count and reshapes by it (TSM's ``n_segment``, TSN'
 ``num_segments``, ``num_frames``). Such a model crashes or mis-computes at any other T, so a
 Frame Adaptive Network built from it needs those layers made length-agnostic first.
 
-:func:`find_fixed_t_sites` finds them (by module type and, given an example clip, by the shapes
-each pool sees) and :func:`rewrite_fixed_t` swaps the convertible ones for the adapters of
-:mod:`fan_convert.nn.time_adapters`, in place, on their parents::
+:func:`find_fixed_t_sites` finds them with the fixed-T rules of the rule table (:mod:`.rules`;
+by module type and, given an example clip, by the shapes each pool sees) and
+:func:`rewrite_fixed_t` swaps the convertible ones for the layers those rules build, in place,
+on their parents::
 
     sites = find_fixed_t_sites(model, trained_at=8, frames=(4, 8, 16), example_input=clip8)
     rewrite_fixed_t(model, sites, trained_at=8)
@@ -25,26 +26,12 @@ import torch
 from torch import nn
 
 from ..context import check_frame_count
-from ..nn.time_adapters import (
-    AdaptiveTimePool3d,
-    TemporalPositionAdapter,
-    known_position_encodings,
-    time_adapter_for,
-)
-from .plan import CONVERTED, UNSUPPORTED, Site
+from . import rules
+from .builtin_rules import FRAME_COUNT_ATTRIBUTES
+from .conversion import CONVERTED, FIXED_T, UNSUPPORTED, Site
+from .rewriter import replace_module, rewrite_sites
 
 __all__ = ["FIXED_T", "FRAME_COUNT_ATTRIBUTES", "find_fixed_t_sites", "rewrite_fixed_t", "scale_clip"]
-
-FIXED_T = "fixed_t"
-
-# Instance attributes that, holding an int, store a frame count fixed at construction.
-FRAME_COUNT_ATTRIBUTES = (
-    "num_segments", "num_segment", "n_segment", "n_segments", "num_frames", "n_frames", "nframes",
-    "clip_len", "clip_length", "temporal_size", "num_temporal_patch",
-)
-
-_ADAPTERS = (AdaptiveTimePool3d, TemporalPositionAdapter)
-_POOLS = (nn.AvgPool3d, nn.MaxPool3d)
 
 
 def find_fixed_t_sites(
@@ -87,34 +74,17 @@ def find_fixed_t_sites(
     """
     trained_at = check_frame_count(trained_at, "trained_at")
     frames = tuple(check_frame_count(t, "each of frames") for t in ([frames] if isinstance(frames, int) else frames))
-    known = known_position_encodings()
     named = list(model.named_modules(remove_duplicate=False))
+    table = rules.rules(FIXED_T)
 
     observed: dict[int, list[tuple[int, int]]] | None = None
     if example_input is not None:
         _check_example(example_input, trained_at, frame_axis)
-        observed = _observe_pools(model, named, example_input)
+        observed = _observe(model, named, example_input, [r for r in table if r.observe])
 
-    sites: list[Site] = []
-    for path, module in named:
-        if isinstance(module, _ADAPTERS):
-            continue
-        site = None
-        if isinstance(module, _POOLS):
-            site = _pool_site(path, module, trained_at, observed)
-        elif type(module) in known:
-            site = Site(path, FIXED_T, type(module).__name__, known[type(module)].__name__, CONVERTED, 0, (
-                f"temporal positional embedding for {_temporal_len(module)} temporal patches; interpolated linearly "
-                "to the patches of each input (identical at the trained length)"))
-        elif isinstance(module, tuple(known)):
-            site = Site(path, FIXED_T, type(module).__name__, "", UNSUPPORTED, 0, (
-                f"subclass of {next(k.__name__ for k in known if isinstance(module, k))} with a temporal positional "
-                f"embedding for {_temporal_len(module)} temporal patches; its forward may differ from the class the "
-                "adapter reimplements, so it was left alone and needs the trained clip length"))
-        if site is None:
-            site = _attribute_site(path, module)
-        if site is not None:
-            sites.append(site)
+    layers = rules.fan_layer_types(FIXED_T)
+    sites = [site for path, module in named if not isinstance(module, layers)
+             for site in [_site(path, module, table, trained_at, observed)] if site is not None]
 
     if example_input is not None:
         unsupported = {s.path: s for s in sites if s.status == UNSUPPORTED}
@@ -139,18 +109,9 @@ def rewrite_fixed_t(model: nn.Module, sites: Sequence[Site], *, trained_at: int 
     if trained_at is not None:
         check_frame_count(trained_at, "trained_at")
     for site in sites:
-        if site.kind != FIXED_T or site.status != CONVERTED:
-            continue
-        module = model.get_submodule(site.path)
-        if isinstance(module, _ADAPTERS):
-            continue
-        if not site.path:
+        if site.kind == FIXED_T and site.status == CONVERTED and not site.path:
             raise ValueError("a fixed-T site at the model's root cannot be swapped on a parent")
-        if type(module).__name__ != site.original:
-            raise ValueError(
-                f"'{site.path}' holds a {type(module).__name__}, but the site was found on a {site.original}; "
-                "find the sites again on this model")
-        _replace(model, site.path, time_adapter_for(module, trained_frames=trained_at))
+    rewrite_sites(model, [s for s in sites if s.kind == FIXED_T], trained_at=trained_at)
 
 
 def scale_clip(example_input: Any, trained_at: int, t: int, frame_axis: int = 2) -> Any:
@@ -170,65 +131,26 @@ def scale_clip(example_input: Any, trained_at: int, t: int, frame_axis: int = 2)
     return scaled if isinstance(example_input, (list, tuple)) else scaled[0]
 
 
-def _temporal_len(module: nn.Module) -> int:
-    for name in ("num_temporal_patch", "temporal_size"):
-        value = getattr(module, name, None)
-        if isinstance(value, int):
-            return value
-    return -1
-
-
-def _pool_site(path: str, pool: nn.Module, trained_at: int, observed: dict | None) -> Site | None:
-    kernel, stride, padding = (_first(getattr(pool, a)) for a in ("kernel_size", "stride", "padding"))
-    dilation = _first(getattr(pool, "dilation", 1))
-    stride = kernel if stride is None else stride
-    if kernel <= 1:
-        return None
-    name = type(pool).__name__
-    if observed is None:  # no shapes: only the unmistakable configuration of a head pool
-        strides, paddings = (_triple(getattr(pool, a)) for a in ("stride", "padding"))
-        if strides != (1, 1, 1) or paddings != (0, 0, 0) or dilation != 1:
-            return None
-        how = (f"temporal kernel {kernel}, stride 1, no padding: taken to pool the whole time axis at {trained_at} frames "
-               "(pass example_input to confirm from shapes)")
-    else:
-        calls = observed.get(id(pool), [])
-        if not calls:
-            return None  # not run on the example: nothing to say about its time axis
-        if not all(t_in == (kernel - 1) * dilation + 1 and t_out == 1 for t_in, t_out in calls):
-            return None  # slides over time (or keeps several steps): works at any T long enough
-        if padding != 0 or dilation != 1:
-            return Site(path, FIXED_T, name, "", UNSUPPORTED, 0, (
-                f"pools all {calls[0][0]} time steps at {trained_at} frames, but with temporal "
-                f"{'padding ' + str(padding) if padding else 'dilation ' + str(dilation)}, which has no adaptive "
-                "equivalent; the model needs its trained clip length"))
-        how = f"pools all {calls[0][0]} time steps at {trained_at} frames (temporal kernel {kernel})"
-    if type(pool) not in _POOLS:
-        return Site(path, FIXED_T, name, "", UNSUPPORTED, 0, (
-            f"{how}, but {name} subclasses {type(pool).__mro__[1].__name__} and may have its own forward; "
-            "replace it with a pool that is adaptive over time (e.g. AdaptiveTimePool3d) yourself"))
-    return Site(path, FIXED_T, name, AdaptiveTimePool3d.__name__, CONVERTED, 0,
-                f"{how}; becomes adaptive over time, spatial kernel kept")
-
-
-def _attribute_site(path: str, module: nn.Module) -> Site | None:
-    found = [(a, v) for a, v in vars(module).items()
-             if a in FRAME_COUNT_ATTRIBUTES and isinstance(v, int) and not isinstance(v, bool)]
-    if not found:
-        return None
-    stored = ", ".join(f"{a}={v}" for a, v in found)
-    return Site(path, FIXED_T, type(module).__name__, "", UNSUPPORTED, 0, (
-        f"stores {stored}, a frame count fixed at construction: code that reshapes or indexes by it crashes or "
-        "silently mis-computes at other frame counts; make the module read T from its input (x.shape, or "
-        "fan_convert.context.clip_frames() for frames folded into the batch) before converting"))
-
-
-def _first(value: Any) -> int:
-    return int(value[0]) if isinstance(value, (tuple, list)) else int(value)
-
-
-def _triple(value: Any) -> tuple[int, ...]:
-    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * 3
+def _site(path: str, module: nn.Module, table: list[rules.Rule], trained_at: int, observed: dict | None) -> Site | None:
+    """The first fixed-T rule's verdict on ``module``: a converted site, an unsupported one, or
+    None (no rule applies). A subclass of a class an exact rule converts is reported, not converted."""
+    for rule in table:
+        if rule.applies_to(module):
+            if rule.find is not None:
+                site = rule.find(path, module, trained_at, observed)
+                if site is None:
+                    continue
+                return site
+            status, becomes = (CONVERTED, rule.layer.__name__) if rule.layer is not None else (UNSUPPORTED, "")
+            return Site(path, FIXED_T, type(module).__name__, becomes, status, 0, rule.describe(module), rule=rule.name)
+        if rule.layer is not None and not rule.subclasses and isinstance(module, rule.types()):
+            base = next(t for t in rule.types() if isinstance(module, t)).__name__
+            note = rule.describe(module)
+            return Site(path, FIXED_T, type(module).__name__, "", UNSUPPORTED, 0, (
+                f"subclass of {base}{' (' + note + ')' if note else ''}; its forward may differ from the class "
+                f"{rule.layer.__name__} reimplements, so it was left alone and needs the trained clip length"),
+                rule=rule.name)
+    return None
 
 
 def _check_example(example_input: Any, trained_at: int, frame_axis: int) -> None:
@@ -261,16 +183,17 @@ def _inference(model: nn.Module) -> Iterator[None]:
             module.training = flag
 
 
-def _observe_pools(model: nn.Module, named: list[tuple[str, nn.Module]], example_input: Any) -> dict[int, list[tuple[int, int]]]:
-    """(input T, output T) of every call of each 3D pool with a temporal kernel > 1, on the example."""
+def _observe(model: nn.Module, named: list[tuple[str, nn.Module]], example_input: Any,
+             observing: list[rules.Rule]) -> dict[int, list[tuple[int, int]]]:
+    """(input T, output T) of every call, on the example, of each module an observing rule applies to."""
     observed: dict[int, list[tuple[int, int]]] = {}
 
     def record(module: nn.Module, args: tuple, output: Any) -> None:
         x, y = args[0], output[0] if isinstance(output, tuple) else output
         observed.setdefault(id(module), []).append((int(x.shape[-3]), int(y.shape[-3])))
 
-    pools = {id(m): m for _, m in named if isinstance(m, _POOLS) and _first(m.kernel_size) > 1}
-    handles = [m.register_forward_hook(record) for m in pools.values()]
+    watched = {id(m): m for _, m in named if any(r.applies_to(m) for r in observing)}
+    handles = [m.register_forward_hook(record) for m in watched.values()]
     try:
         with _inference(model):
             model(_fresh(example_input))
@@ -290,7 +213,7 @@ def _verify(model, sites, example_input, trained_at, frames, frame_axis) -> list
     classes = {p: type(m).__name__ for p, m in model.named_modules(remove_duplicate=False)}
     failures: dict[str, list] = {}  # path -> [frame counts, first error]
     try:
-        rewrite_fixed_t(model, converted, trained_at=trained_at)
+        rewrite_sites(model, converted, trained_at=trained_at)
         paths: dict[int, str] = {}
         for path, module in model.named_modules():
             paths.setdefault(id(module), path)
@@ -328,7 +251,7 @@ def _verify(model, sites, example_input, trained_at, frames, frame_axis) -> list
                 handle.remove()
     finally:
         for path, module in originals.items():
-            _replace(model, path, module)
+            replace_module(model, path, module)
     found = []
     for path, (ts, message) in failures.items():
         which = ", ".join(map(str, ts))
@@ -340,8 +263,3 @@ def _verify(model, sites, example_input, trained_at, frames, frame_axis) -> list
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return (text.splitlines()[0] if text else "")[:300]
-
-
-def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, child = path.rpartition(".")
-    setattr(model.get_submodule(parent_path) if parent_path else model, child, new)

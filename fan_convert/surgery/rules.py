@@ -1,48 +1,208 @@
-"""The one place that decides what each module becomes: norm types that are banked, and which
-layers carry a weight alteration by default."""
+"""The rule table: the one place that decides what each module becomes.
+
+A :class:`Rule` matches a module (by class, optionally narrowed by a predicate on its attributes
+or tensor shapes), names the layer that replaces it, builds that layer from the original (copying
+its weights) and turns the layer back into a plain module for one frame count. The planner
+(:func:`fan_convert.plan`, ``fan-convert inspect``), :func:`fan_convert.apply_plan`,
+:func:`fan_convert.specialize` and the FAN-file loader all consult this table, and nothing else.
+
+User rules are consulted before the built-in ones (in registration order), so a user rule can
+claim a module a built-in rule would report as unsupported. Their names go into saved files.
+
+Example (a fixed-T rule; see docs/conversion-rules.md for the whole recipe)::
+
+    fan_convert.register_rule(fan_convert.Rule(
+        name="mylib.time_table", kind="fixed_t", match=MyTimeTable, layer=InterpolatedTimeTable,
+        note="temporal table interpolated to each clip"))
+"""
 
 from __future__ import annotations
 
-import functools
 import importlib
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 from torch import nn
 
-from ..nn.alteration import alterable
+__all__ = [
+    "Rule", "BuildContext", "register_rule", "register_norm", "rules", "rule_named", "match", "near_miss",
+    "fan_layer_types", "user_rule_names", "known_norm_types", "leaf_types", "unregister_rule", "missing_rules", "KINDS",
+]
 
-# Base classes whose subclasses are normalisation layers; unknown subclasses are banked when safe.
-NORM_BASES: tuple[type, ...] = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+KINDS = ("norm", "alteration", "fixed_t")
 
-# Normalisation classes from other libraries that do not subclass a torch norm (or do, with
-# extra behaviour worth naming). Missing names (older versions) are skipped.
-_LIBRARY_NORMS = {
-    "timm.layers": (
-        "BatchNormAct2d", "SyncBatchNormAct", "FrozenBatchNorm2d", "FrozenBatchNormAct2d",
-        "GroupNorm", "GroupNorm1", "GroupNormAct", "GroupNorm1Act",
-        "LayerNorm", "LayerNorm2d", "LayerNormFp32", "LayerNorm2dFp32",
-        "LayerNormAct", "LayerNormAct2d", "LayerNormActFp32", "LayerNormAct2dFp32",
-        "RmsNorm", "RmsNorm2d", "RmsNormFp32", "RmsNorm2dFp32",
-        "RmsNormAct", "RmsNormAct2d", "RmsNormActFp32", "RmsNormAct2dFp32",
-        "SimpleNorm", "SimpleNorm2d", "SimpleNormFp32", "SimpleNorm2dFp32",
-        "EvoNorm2dB0", "EvoNorm2dB1", "EvoNorm2dB2", "EvoNorm2dS0", "EvoNorm2dS0a",
-        "EvoNorm2dS1", "EvoNorm2dS1a", "EvoNorm2dS2", "EvoNorm2dS2a",
-        "FilterResponseNormTlu2d", "FilterResponseNormAct2d",
-    ),
-    "torchvision.ops.misc": ("FrozenBatchNorm2d",),
-}
 
-_user_norms: list[type] = []
+@dataclass(frozen=True)
+class BuildContext:
+    """What a rule's ``build`` may need: the module's path, the trained frame counts (keys), the
+    frame count the weights were trained at, and the alteration kernel size."""
 
-# Linear layers that take a transformer block's attention or MLP input, by name suffix
-# (timm, torchvision, pytorchvideo naming). nn.MultiheadAttention is matched by type.
-TRANSFORMER_INPUTS: tuple[str, ...] = (
-    "qkv", "q", "k", "v", "q_proj", "k_proj", "v_proj", "query", "key", "value", "fc1", "mlp.0",
-)
+    path: str = ""
+    keys: tuple[int, ...] = ()
+    trained_at: int | None = None
+    kernel_size: int = 1
+
+
+def _default_build(rule: "Rule", module: nn.Module, ctx: BuildContext) -> nn.Module:
+    if rule.kind == "fixed_t":
+        return rule.layer(module, trained_frames=ctx.trained_at)
+    if rule.kind == "norm":
+        return rule.layer(module, ctx.keys, default_key=ctx.trained_at, site=ctx.path)
+    return rule.layer(module, ctx.keys, site=ctx.path)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One conversion rule.
+
+    Args:
+        name: unique name, recorded in plans and saved files (e.g. ``"mylib.time_table"``).
+        kind: ``"norm"``, ``"alteration"`` or ``"fixed_t"``.
+        match: the class(es) the rule applies to: classes, or ``"package.module:Class"`` strings,
+            resolved only once ``package`` has been imported (a model holding that class has
+            imported it), so a rule never imports a library by itself.
+        subclasses: also match subclasses (default: exact classes only; a fixed-T subclass that
+            is not matched is reported unsupported, since its forward may differ).
+        when: optional predicate on the module (attributes, parameter shapes); the rule applies
+            only where it returns True.
+        layer: the layer class the module becomes; None makes matching modules *unsupported*
+            sites (reported, left alone).
+        build: ``build(module, ctx) -> layer`` (default: ``layer(module, trained_frames=...)`` for
+            fixed-T rules, ``layer(module, keys, ...)`` for norms and alterations). It must copy
+            the original's weights and keep its parameter names.
+        specialize: ``specialize(layer, frames) -> plain module`` for one frame count (default:
+            ``layer.specialize(frames)``).
+        note: the plan's note for a site: a string or ``note(module) -> str``.
+        find: fixed-T rules only, for detection that needs more than the class: ``find(path,
+            module, trained_at, observed) -> Site | None`` (``observed``: ``(T in, T out)`` per
+            call on the example input, or None); only consulted when ``observe`` or no example.
+        observe: record the input/output time steps of matching modules on the example input.
+    """
+
+    name: str
+    kind: str
+    match: type | str | Sequence[type | str] = ()
+    subclasses: bool = False
+    when: Callable[[nn.Module], bool] | None = None
+    layer: type | None = None
+    build: Callable[[nn.Module, BuildContext], nn.Module] | None = None
+    specialize: Callable[[nn.Module, int], nn.Module] | None = None
+    note: str | Callable[[nn.Module], str] = ""
+    find: Callable | None = None
+    observe: bool = False
+    user: bool = field(default=True, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a rule needs a non-empty string name, got {self.name!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"rule {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.layer is not None and not (isinstance(self.layer, type) and issubclass(self.layer, nn.Module)):
+            raise TypeError(f"rule {self.name!r}: layer must be an nn.Module subclass, got {self.layer!r}")
+        entries = (self.match,) if isinstance(self.match, (type, str)) else tuple(self.match)
+        for entry in entries:
+            if not (isinstance(entry, str) and ":" in entry) and not (isinstance(entry, type) and issubclass(entry, nn.Module)):
+                raise TypeError(
+                    f"rule {self.name!r}: match entries must be nn.Module classes or 'package.module:Class' strings, got {entry!r}")
+        object.__setattr__(self, "match", entries)
+
+    def types(self) -> tuple[type, ...]:
+        """The matched classes that are importable now (string entries of unloaded packages skipped)."""
+        return tuple(t for t in (_resolve(e) for e in self.match) if t is not None)
+
+    def exact_match(self, module: nn.Module) -> bool:
+        return type(module) in self.types()
+
+    def applies_to(self, module: nn.Module) -> bool:
+        types = self.types()
+        hit = isinstance(module, types) if self.subclasses else type(module) in types
+        return hit and (self.when is None or bool(self.when(module)))
+
+    def make(self, module: nn.Module, ctx: BuildContext) -> nn.Module:
+        """The layer replacing ``module``."""
+        if self.layer is None:
+            raise ValueError(f"rule {self.name!r} marks {type(module).__name__} unsupported; it has no layer to build")
+        return (self.build or (lambda m, c: _default_build(self, m, c)))(module, ctx)
+
+    def plain(self, layer: nn.Module, frames: int) -> nn.Module:
+        """``layer`` specialised to ``frames``: the plain module for one frame count."""
+        return self.specialize(layer, frames) if self.specialize else layer.specialize(frames)
+
+    def describe(self, module: nn.Module) -> str:
+        return self.note(module) if callable(self.note) else self.note
+
+
+_resolved: dict[str, type] = {}
+
+
+def _resolve(entry: type | str) -> type | None:
+    if isinstance(entry, type):
+        return entry
+    if entry in _resolved:
+        return _resolved[entry]
+    module_name, _, qualname = entry.partition(":")
+    if module_name.split(".")[0] not in sys.modules:
+        return None  # the library is not loaded, so no model holds its classes
+    try:
+        found = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        found = None  # a version of the library without this class
+    _resolved[entry] = found if isinstance(found, type) else None
+    return _resolved[entry]
+
+
+_user: list[Rule] = []
+_builtin: list[Rule] = []
+_loaded = False
+
+
+def _table() -> list[Rule]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import builtin_rules
+
+        for rule in builtin_rules.RULES:
+            _add(_builtin, rule)
+    return _user + _builtin
+
+
+def _add(table: list[Rule], rule: Rule) -> None:
+    for other in _user + _builtin:
+        if other.name == rule.name:
+            raise ValueError(f"a rule named {rule.name!r} is already registered; give the new rule another name")
+        if (other.kind == rule.kind and rule.when is None and other.when is None and rule.find is None
+                and set(other.match) & set(rule.match) and other.subclasses == rule.subclasses):
+            shared = next(iter(set(other.match) & set(rule.match)))
+            shown = shared if isinstance(shared, str) else shared.__name__
+            raise ValueError(
+                f"rule {rule.name!r} duplicates rule {other.name!r} (both convert {shown}); "
+                "narrow one of them with when=... or drop one")
+    table.append(rule)
+
+
+def register_rule(rule: Rule) -> Rule:
+    """Add a user rule to the table (consulted before the built-in rules). Refuses a name or an
+    unconditional class match that is already taken.
+
+    Example::
+
+        fan_convert.register_rule(fan_convert.Rule(
+            name="mylib.time_table", kind="fixed_t", match=MyTimeTable, layer=InterpolatedTimeTable))
+    """
+    if not isinstance(rule, Rule):
+        raise TypeError(f"register_rule expects a fan_convert.Rule, got {type(rule).__name__}")
+    _table()
+    _add(_user, rule)
+    return rule
+
+
+def unregister_rule(name: str) -> None:
+    """Remove a user rule (built-in rules stay)."""
+    _user[:] = [r for r in _user if r.name != name]
 
 
 def register_norm(cls: type) -> type:
@@ -55,66 +215,65 @@ def register_norm(cls: type) -> type:
     """
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         raise TypeError(f"register_norm expects an nn.Module subclass, got {cls!r}")
-    if cls not in _user_norms:
-        _user_norms.append(cls)
-        known_norm_types.cache_clear()
+    name = f"norm:{cls.__module__}.{cls.__qualname__}"
+    if any(r.kind == "norm" and cls in r.match for r in _table()):
+        return cls  # registering twice is harmless
+    from ..nn.norm_bank import NormBank
+
+    register_rule(Rule(name=name, kind="norm", match=cls, layer=NormBank))
     return cls
 
 
-@functools.lru_cache(maxsize=1)
+def rules(kind: str | None = None) -> list[Rule]:
+    """Every rule (user rules first), or those of one kind."""
+    return [r for r in _table() if kind is None or r.kind == kind]
+
+
+def rule_named(name: str) -> Rule | None:
+    return next((r for r in _table() if r.name == name), None)
+
+
+def match(module: nn.Module, kind: str) -> Rule | None:
+    """The first rule of ``kind`` that applies to ``module``."""
+    return next((r for r in rules(kind) if r.applies_to(module)), None)
+
+
+def near_miss(module: nn.Module, kind: str) -> Rule | None:
+    """An exact-class rule of ``kind`` whose class ``module`` merely subclasses."""
+    return next((r for r in rules(kind) if not r.subclasses and r.types() and isinstance(module, r.types())
+                 and not r.exact_match(module)), None)
+
+
+def fan_layer_types(*kinds: str) -> tuple[type, ...]:
+    """The layer classes the rules of ``kinds`` (default: all) put into a model."""
+    wanted = kinds or KINDS
+    return tuple(dict.fromkeys(r.layer for r in _table() if r.kind in wanted and r.layer is not None))
+
+
+def rule_for_layer(layer: nn.Module) -> Rule | None:
+    """The rule that builds layers of ``layer``'s class."""
+    return next((r for r in _table() if r.layer is type(layer)), None)
+
+
+def user_rule_names(names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that are user rules (in order, once each)."""
+    users = {r.name for r in _user}
+    return [n for n in dict.fromkeys(names) if n in users]
+
+
+def missing_rules(names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that no registered rule carries (e.g. a saved file's user rules)."""
+    known = {r.name for r in _table()}
+    return [n for n in names if n not in known]
+
+
 def known_norm_types() -> tuple[type, ...]:
-    """Every class banked without further checks: torch's norms, timm/torchvision's, the user's."""
-    found: list[type] = []
-    for module_name, names in _LIBRARY_NORMS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        found += [getattr(module, name) for name in names if isinstance(getattr(module, name, None), type)]
-    torch_norms = [
-        nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm,
-        nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-    ]
-    if hasattr(nn, "RMSNorm"):
-        torch_norms.append(nn.RMSNorm)
-    return tuple(dict.fromkeys(torch_norms + found + _user_norms))
-
-
-def is_stateless(module: nn.Module) -> bool:
-    """A norm with no parameters and no running statistics: every key would be identical."""
-    return not any(True for _ in module.parameters()) and not any(b is not None for b in module.buffers())
-
-
-def looks_like_norm(module: nn.Module) -> bool:
-    """An unregistered leaf module named like a norm that owns tensors: worth a warning."""
-    return (
-        "Norm" in type(module).__name__
-        and not any(True for _ in module.children())
-        and any(True for _ in module.parameters(recurse=False))
-    )
-
-
-def norm_rule(module: nn.Module) -> str | None:
-    """How a module counts as a norm: "known", "subclass" (of a torch norm base), or None."""
-    if type(module) in known_norm_types():
-        return "known"
-    if isinstance(module, NORM_BASES):
-        return "subclass"
-    return None
-
-
-def is_default_alteration_target(name: str, module: nn.Module) -> bool:
-    """Every non-depthwise convolution, and each transformer block's attention/MLP input."""
-    if alterable(module):
-        return False
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return not (module.groups == module.in_channels and module.in_channels > 1)
-    if isinstance(module, nn.MultiheadAttention):
-        return True
-    name = name.removesuffix(".net")  # a layer behind a temporal shift (ShiftedInput) keeps its role
-    return any(name == s or name.endswith("." + s) for s in TRANSFORMER_INPUTS)
+    """Every class a norm rule banks by exact class (torch's, timm's, torchvision's, the user's)."""
+    return tuple(dict.fromkeys(t for r in rules("norm") if not r.subclasses for t in r.types()))
 
 
 def leaf_types() -> tuple[type, ...]:
     """Modules the tracer keeps whole: norms, and everything that can carry an alteration."""
+    from .builtin_rules import NORM_BASES
+
     return known_norm_types() + NORM_BASES + (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)

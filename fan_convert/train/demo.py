@@ -69,7 +69,7 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
 
     import fan_convert
 
-    from ..surgery.adapt import FAN_MODULES
+    from ..surgery.rules import fan_layer_types
     from ..zoo.tiny import tiny_resnet
     from ..zoo.wrappers import TSM
 
@@ -106,7 +106,7 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
     console.print(f"[bold]3/4[/] converting with fan_convert.adapt(frames={KEYS}) and fine-tuning {cfg.fan_epochs} epoch(s)")
     fan = fan_convert.adapt(model, frames=KEYS)
     if cfg.fan_train == "banks":
-        trainable = {id(p) for m in fan.modules() if isinstance(m, FAN_MODULES) for p in m.parameters()}
+        trainable = {id(p) for m in fan.modules() if isinstance(m, fan_layer_types("norm", "alteration")) for p in m.parameters()}
         for p in fan.parameters():
             p.requires_grad_(id(p) in trainable)
     elif cfg.fan_train != "all":

@@ -89,6 +89,7 @@ class TSM(TSN):
         if already:
             raise ValueError(f"backbone already has temporal shifts (e.g. at '{already[0]}'); wrap the unshifted backbone")
         from ..surgery.analyze import analyze, residual_entry_layers
+        from ..surgery.rewriter import replace_module
 
         entries = residual_entry_layers(analyze(backbone), backbone)
         if not entries:
@@ -110,8 +111,7 @@ class TSM(TSN):
                 )
             wrapped.append((path, ShiftedInput(layer, shift_div, channel_dim)))
         for path, shifted in wrapped:
-            parent, _, name = path.rpartition(".")
-            setattr(backbone.get_submodule(parent) if parent else backbone, name, shifted)
+            replace_module(backbone, path, shifted)
         self.shifted = tuple(path for path, _ in wrapped)
 
     def extra_repr(self) -> str:

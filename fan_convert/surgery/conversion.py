@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CONVERTED, SKIPPED, UNSUPPORTED = "converted", "skipped", "unsupported"
+NORM, ALTERATION, FIXED_T = "norm", "alteration", "fixed_t"
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Site:
     status: str  # CONVERTED, SKIPPED or UNSUPPORTED
     params_added: int = 0
     reason: str = ""
+    rule: str = ""  # the rule table entry that decided it ("" in plans written before rules had names)
 
 
 @dataclass
