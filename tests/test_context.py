@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fan_convert
-from fan_convert.context import NoActiveFrames, active_frames, infer_frames, nearest_key, select_key
+from fan_convert.context import NoActiveFrames, active_frames, check_frame_count, check_frames, infer_frames, nearest_key, select_key
 
 
 @pytest.mark.parametrize(
@@ -87,3 +87,12 @@ def test_clip_length_is_separate_from_the_selected_sub_network():
     with clip(6):
         assert active_frames() == 6
     assert clip_frames() is None and active_frames() is None
+
+
+def test_check_frames_sits_beside_check_frame_count():
+    assert check_frames([16, 4, 8]) == (4, 8, 16) and check_frames(8) == (8,)
+    assert check_frame_count(3) == 3
+    for bad, message in (([], "empty"), ([4, 4], "more than once"), ([0], "positive integer"), ([True], "positive integer")):
+        with pytest.raises(ValueError, match=message):
+            check_frames(bad)
+    assert fan_convert.surgery.check_frames is check_frames  # the old import path keeps working

@@ -155,24 +155,24 @@ def _residual(module: nn.Module, ctx: BuildContext) -> nn.Module:
 
 RULES: list[Rule] = [
     # Norms: one private copy per frame count.
-    Rule("norm.torch", "norm", TORCH_NORMS, layer=NormBank, user=False),
-    Rule("norm.library", "norm", LIBRARY_NORMS, layer=NormBank, note="", user=False),
+    Rule("norm.torch", "norm", TORCH_NORMS, layer=NormBank),
+    Rule("norm.library", "norm", LIBRARY_NORMS, layer=NormBank, note=""),
     Rule("norm.subclass", "norm", NORM_BASES, subclasses=True, layer=NormBank,
-         note="unregistered subclass of a torch norm, banked by copy", user=False),
-    Rule("norm.functional", "norm", (), layer=NormBank, user=False),  # chosen from the fx graph, not by class
+         note="unregistered subclass of a torch norm, banked by copy"),
+    Rule("norm.functional", "norm", (), layer=NormBank),  # chosen from the fx graph, not by class
     # Weight alteration: per-key input-channel scales (1x1), or a depthwise residual (kernel > 1).
     Rule("alteration.weight", "alteration", (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention),
-         subclasses=True, layer=WeightAlteration, user=False),
+         subclasses=True, layer=WeightAlteration),
     Rule("alteration.residual", "alteration", (nn.Conv1d, nn.Conv2d, nn.Conv3d), subclasses=True,
-         layer=ResidualAlteration, build=_residual, user=False),
+         layer=ResidualAlteration, build=_residual),
     # Fixed-T sites: layers sized to the training clip.
     Rule("fixed_t.time_pool", "fixed_t", (nn.AvgPool3d, nn.MaxPool3d), subclasses=True, layer=AdaptiveTimePool3d,
-         find=_pool_site, observe=True, user=False),
+         find=_pool_site, observe=True),
     Rule("fixed_t.torchvision_mvit_position", "fixed_t", "torchvision.models.video.mvit:PositionalEncoding",
-         layer=InterpolatedMViTPositionalEncoding, note=_position_note, user=False),
+         layer=InterpolatedMViTPositionalEncoding, note=_position_note),
     Rule("fixed_t.pytorchvideo_position", "fixed_t",
          "pytorchvideo.layers.positional_encoding:SpatioTemporalClsPositionalEncoding",
-         layer=InterpolatedSpatioTemporalClsPositionalEncoding, note=_position_note, user=False),
+         layer=InterpolatedSpatioTemporalClsPositionalEncoding, note=_position_note),
     Rule("fixed_t.frame_count_attribute", "fixed_t", nn.Module, subclasses=True,
-         when=lambda m: bool(_stored_frame_counts(m)), note=_frame_count_note, user=False),
+         when=lambda m: bool(_stored_frame_counts(m)), note=_frame_count_note),
 ]

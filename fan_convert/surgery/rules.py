@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from torch import nn
@@ -74,10 +74,12 @@ class Rule:
         specialize: ``specialize(layer, frames) -> plain module`` for one frame count (default:
             ``layer.specialize(frames)``).
         note: the plan's note for a site: a string or ``note(module) -> str``.
-        find: fixed-T rules only, for detection that needs more than the class: ``find(path,
-            module, trained_at, observed) -> Site | None`` (``observed``: ``(T in, T out)`` per
-            call on the example input, or None); only consulted when ``observe`` or no example.
-        observe: record the input/output time steps of matching modules on the example input.
+        find: fixed-T rules only, when the class is not enough to decide: ``find(path, module,
+            trained_at, observed) -> Site | None`` makes the site itself (None: not a site here,
+            later rules are tried). ``observed`` maps ``id(module)`` to the ``(T in, T out)`` of
+            each call on the example input (time on dim -3) when ``observe`` is set and an
+            example was given, else it is None.
+        observe: record the time steps in and out of matching modules on the example input.
     """
 
     name: str
@@ -91,7 +93,6 @@ class Rule:
     note: str | Callable[[nn.Module], str] = ""
     find: Callable | None = None
     observe: bool = False
-    user: bool = field(default=True, compare=False)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
