@@ -45,10 +45,10 @@ def find_fixed_t_sites(
     """The modules of ``model`` that tie it to ``trained_at`` frames, as plan sites
     (``kind="fixed_t"``, ``params_added=0``), in module order.
 
-    Found by type:
+    Found by the fixed-T rules of the rule table (user rules first, then the built-in ones):
 
     - ``AvgPool3d``/``MaxPool3d`` with a temporal kernel > 1 that pool the **whole time axis**
-      at ``trained_at``: converted to :class:`~fan_convert.nn.time_adapters.AdaptiveTimePool3d`.
+      at ``trained_at``: converted to :class:`~fan_convert.nn.time_pool.AdaptiveTimePool3d`.
       With ``example_input`` this is read from the shapes (forward hooks on the example: the
       pool's input has exactly kernel-size time steps and its output one). Without it, only a
       pool with stride 1 and no padding in every dimension is taken to be one (the heads of the
@@ -62,6 +62,7 @@ def find_fixed_t_sites(
     - any module storing an int frame count in an attribute named like ``num_segments``,
       ``n_segment`` or ``num_frames`` (see :data:`FRAME_COUNT_ATTRIBUTES`): unsupported, since
       its forward reshapes by a number no adapter can change.
+    - whatever a user rule (:func:`fan_convert.register_rule`) of kind ``"fixed_t"`` matches.
 
     With ``example_input`` (a clip, or a list of clips for multi-pathway models, at
     ``trained_at`` frames along ``frame_axis``; for a list, ``trained_at`` is one pathway's
