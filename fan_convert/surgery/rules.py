@@ -134,7 +134,7 @@ class Rule:
         return self.note(module) if callable(self.note) else self.note
 
 
-_resolved: dict[str, type] = {}
+_resolved: dict[str, type | None] = {}
 
 
 def _resolve(entry: type | str) -> type | None:
@@ -175,9 +175,10 @@ def _add(table: list[Rule], rule: Rule) -> None:
     for other in _user + _builtin:
         if other.name == rule.name:
             raise ValueError(f"a rule named {rule.name!r} is already registered; give the new rule another name")
+        shared = (set(other.match) & set(rule.match)) | (set(other.types()) & set(rule.types()))
         if (other.kind == rule.kind and rule.when is None and other.when is None and rule.find is None
-                and set(other.match) & set(rule.match) and other.subclasses == rule.subclasses):
-            shared = next(iter(set(other.match) & set(rule.match)))
+                and shared and other.subclasses == rule.subclasses):
+            shared = next(iter(shared))
             shown = shared if isinstance(shared, str) else shared.__name__
             raise ValueError(
                 f"rule {rule.name!r} duplicates rule {other.name!r} (both convert {shown}); "
