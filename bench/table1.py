@@ -111,7 +111,7 @@ class ProportionalTrainer(Trainer):
     """Each step trains on one frame count: the lowest key with probability rho, else the highest."""
 
     def __init__(self, *args, rho: float = 0.5, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, frame_subsets=True, **kwargs)
         self.rho = rho
         self.coin = torch.Generator().manual_seed(self.config.seed)
 

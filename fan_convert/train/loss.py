@@ -28,12 +28,13 @@ def mutual_distillation_loss(
     weight: float = 1.0,
     detach_teacher: bool = True,
     mode: str = "distill",
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The FAN training loss over the logits of each frame count (``{4: l4, 8: l8, 16: l16}``).
 
     ``mode="ce"`` trains every branch on the labels instead (the paper's ablation), and
     ``detach_teacher=False`` lets the distillation gradient reach the teacher (another ablation).
-    Returns the loss and its parts (``ce@16``, ``kl@4``, ...) as floats for logging.
+    Returns the loss and its parts (``ce@16``, ``kl@4``, ...) as detached tensors on the logits'
+    device, so that logging reads them back when it needs them rather than stalling every step.
 
     Example::
 
@@ -47,14 +48,14 @@ def mutual_distillation_loss(
     high = max(logits)
     teacher = logits[high]
     loss = _cross_entropy(teacher, target)
-    parts = {f"ce@{high}": loss.item()}
+    parts = {f"ce@{high}": loss.detach()}
     soft_teacher = F.softmax(teacher.detach() if detach_teacher else teacher, dim=-1)
     for t in sorted(k for k in logits if k != high):
         if mode == "ce":
             term = _cross_entropy(logits[t], target)
-            parts[f"ce@{t}"] = term.item()
+            parts[f"ce@{t}"] = term.detach()
         else:
             term = F.kl_div(F.log_softmax(logits[t], dim=-1), soft_teacher, reduction="batchmean")
-            parts[f"kl@{t}"] = term.item()
+            parts[f"kl@{t}"] = term.detach()
         loss = loss + weight * term
     return loss, parts

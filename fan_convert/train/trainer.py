@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from ..nn import NormBank, ResidualAlteration, WeightAlteration
 from .checkpointing import load_training_state, save_training_state
 from .data import collate_views
+from .distributed import EpochSampler, MultiView, distributed_context, gather_rows, model_keys, own_row, resolve_device, uses_every_key
 from .loss import mutual_distillation_loss
+from .metrics import RunningMeans
+from .recipe import lr_factor, param_groups, to_channels_last
+
+__all__ = ["TrainConfig", "Trainer", "EpochSampler", "distributed_context", "lr_factor", "param_groups", "to_channels_last"]
+# The first torch whose compiler traces the frame context (a ContextVar read) without graph breaks.
+COMPILE_CLEAN_TORCH = (2, 14)
 
 
 @dataclass
@@ -53,7 +59,8 @@ class TrainConfig:
     compile: bool = False
     num_workers: int = 0
     seed: int = 0
-    checkpoint_every: int = 0  # steps; 0: at the end of each epoch only
+    checkpoint_every: int = 0  # batches; 0: at the end of each epoch only
+    log_every: int = 10  # batches between read-backs of the running loss/accuracy (the only host syncs)
     out_dir: str | None = None
     device: str = "auto"
     progress: bool = True
@@ -68,109 +75,16 @@ class TrainConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if not self.frames or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("frames must be non-empty and epochs, batch_size, lr positive")
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weights only: never on norms, biases or alteration scales.
-
-    Example::
-
-        optimizer = torch.optim.SGD(param_groups(fan, weight_decay=1e-4), lr=0.01, momentum=0.9)
-    """
-    no_decay_ids = set()
-    for module in model.modules():
-        if isinstance(module, (NormBank,)) or "Norm" in type(module).__name__:
-            no_decay_ids |= {id(p) for p in module.parameters()}
-        if isinstance(module, WeightAlteration):
-            no_decay_ids |= {id(p) for p in module.scales.parameters()}
-        if isinstance(module, ResidualAlteration):
-            no_decay_ids |= {id(p) for p in module.adapters.parameters()}
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if id(p) in no_decay_ids or p.dim() <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_factor(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
-    """The multiplier of the base learning rate at optimizer step ``step``: a linear warm-up over
-    ``config.warmup_epochs``, then a cosine decay to 0 at the end of the run, or for the
-    ``"step"`` schedule a division by 10 at each of ``config.milestones`` (in epochs).
-
-    Example::
-
-        lr_factor(500, 100, TrainConfig(frames=(4, 8, 16), epochs=10))   # 0.5: halfway down the cosine
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, len(loader), config))
-    """
-    total = config.epochs * steps_per_epoch
-    warmup = int(config.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return (step + 1) / warmup
-    if config.schedule == "step":
-        return 0.1 ** sum(step >= m * steps_per_epoch for m in config.milestones)
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def to_channels_last(model: nn.Module) -> nn.Module:
-    """Channels-last memory format for every 4-D (2D conv) and 5-D (3D conv) weight, in place.
-
-    ``model.to(memory_format=torch.channels_last)`` refuses 5-D tensors, so 3D and mixed models
-    need each tensor converted by its rank.
-
-    Example::
-
-        to_channels_last(fan)   # then feed clips as usual; convolutions pick the faster kernels on GPU
-    """
-    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            if tensor.dim() in formats:
-                tensor.data = tensor.data.contiguous(memory_format=formats[tensor.dim()])
-    return model
-
-
-class EpochSampler(Sampler[int]):
-    """A shuffled order fixed by (seed, epoch), sharded over ranks, that can start mid-epoch."""
-
-    def __init__(self, size: int, *, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
-        self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
-        self.epoch, self.start = 0, 0
-
-    def order(self) -> list[int]:
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch)).tolist()
-        else:
-            order = list(range(self.size))
-        per_rank = math.ceil(self.size / self.world)
-        order += order[: per_rank * self.world - self.size]  # pad so every rank has the same count
-        return order[self.rank :: self.world]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.start :])
-
-    def __len__(self) -> int:
-        return len(self.order()) - self.start
-
-
-def distributed_context() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun.
-
-    Example::
-
-        rank, world = distributed_context()   # (0, 1) in a plain `python train.py`
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        if not self.frames or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.log_every < 1:
+            raise ValueError("frames must be non-empty and epochs, batch_size, lr, log_every positive")
 
 
 class Trainer:
     """Fine-tune ``model`` on a :class:`~fan_convert.train.data.MultiViewClips`-style dataset.
+
+    Under torchrun every rank trains on its own GPU (``cuda`` is ``cuda:$LOCAL_RANK``) and runs
+    every step, so no rank ever waits for another. ``frame_subsets=True`` declares that steps may
+    train only some keys (``train_step(frames=...)``); DDP then tracks unused parameters.
 
     Example::
 
@@ -178,67 +92,101 @@ class Trainer:
         history = trainer.fit()
     """
 
-    def __init__(self, model: nn.Module, dataset, config: TrainConfig):
+    def __init__(self, model: nn.Module, dataset, config: TrainConfig, *, frame_subsets: bool = False):
         self.config = config
-        self.rank, self.world = distributed_context()
-        self.device = self._device()
+        self.device = resolve_device(config.device)
+        self.rank, self.world = distributed_context(self.device)
         torch.manual_seed(config.seed + self.rank)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(config.seed + self.rank)
+            torch.backends.cudnn.benchmark = True  # fixed clip shapes per frame count
         self.model = model.to(self.device)
         if config.channels_last:
             to_channels_last(self.model)
         self.dataset = dataset
         self.sampler = EpochSampler(len(dataset), shuffle=True, seed=config.seed, rank=self.rank, world=self.world)
         groups = param_groups(self.model, config.weight_decay)
+        fused = self.device.type == "cuda"  # fused steps take the fp16 scaler's verdict without a host sync
         if config.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+            self.optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True, fused=fused or None)
         else:
-            self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
+            self.optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=fused or None)
         self.steps_per_epoch = max(1, math.ceil(len(self.sampler.order()) / config.batch_size))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, config)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16" and self.device.type == "cuda")
-        self.step, self.epoch, self.skipped = 0, 0, 0
+        self.step, self.epoch, self.batch_in_epoch, self.skipped = 0, 0, 0, 0
         self.skipped_videos: list[str] = []  # one reason per skip, for skip_report()
         self.history: list[dict] = []
-        self.forward_model = self.model
+        self.keys = model_keys(model)
+        self.track_unused = frame_subsets or not uses_every_key(config.frames, self.keys)
+        self._last_batch = None
+        views_model = MultiView(compile_per_frame_count(self.model) if config.compile else self.model)
+        self.forward_model: nn.Module = views_model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if config.compile:
-            self.forward_model = torch.compile(self.forward_model)
-
-    def _device(self) -> torch.device:
-        if self.config.device != "auto":
-            return torch.device(self.config.device)
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
+            self.forward_model = nn.parallel.DistributedDataParallel(
+                views_model, device_ids=ids, find_unused_parameters=self.track_unused
+            )
 
     @property
     def checkpoint_path(self) -> Path | None:
         return Path(self.config.out_dir) / "last.safetensors" if self.config.out_dir else None
 
+    def _notice(self, text: str) -> None:
+        if self.rank == 0:
+            print(f"note: {text}", file=sys.stderr)
+
     def resume(self, path: str | Path) -> None:
-        """Continue exactly where the checkpoint at ``path`` stopped."""
+        """Continue exactly where the checkpoint at ``path`` stopped (each rank's RNG included)."""
         state = load_training_state(path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self._load_scaler(state.get("scaler") or {})
         self.step, self.epoch, self.skipped = state["step"], state["epoch"], state["skipped"]
+        self.batch_in_epoch = state.get("batch_in_epoch", self.step - self.epoch * self.steps_per_epoch)
         self.history = json.loads(state["history"])
-        torch.set_rng_state(state["rng"])
+        cpu_rng, exact = own_row(state["rng"], self.rank, self.world)
+        torch.set_rng_state(cpu_rng)
+        if self.device.type == "cuda" and "cuda_rng" in state:
+            cuda_rng, cuda_exact = own_row(state["cuda_rng"], self.rank, self.world)
+            torch.cuda.set_rng_state(cuda_rng, self.device)
+            exact = exact and cuda_exact
+        elif self.device.type == "cuda":
+            exact = False
+        if not exact:
+            self._notice(f"'{path}' holds no random state for {self.world} {self.device.type} process(es); "
+                         "random augmentation and dropout will not repeat the interrupted run exactly")
+
+    def _load_scaler(self, saved: dict) -> None:
+        if not self.scaler.is_enabled():
+            return
+        if not saved:
+            self._notice("the checkpoint has no fp16 loss-scale state (saved without --amp fp16 on CUDA); "
+                         "the scale starts again from its initial value")
+            return
+        try:
+            self.scaler.load_state_dict(saved)
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            self._notice(f"the checkpoint's loss-scale state cannot be used ({err}); the scale starts again from its initial value")
 
     def save_checkpoint(self) -> None:
-        if self.rank != 0 or self.checkpoint_path is None:
+        """Write ``out_dir/last.safetensors`` (rank 0). Every rank must call it: each rank's
+        random state is gathered into the file."""
+        if self.checkpoint_path is None:
+            return
+        rng = gather_rows(torch.get_rng_state(), self.world, self.device)
+        cuda_rng = gather_rows(torch.cuda.get_rng_state(self.device), self.world, self.device) if self.device.type == "cuda" else None
+        if self.rank != 0:
             return
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         save_training_state(self.checkpoint_path, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "step": self.step, "epoch": self.epoch, "skipped": self.skipped,
-            "history": json.dumps(self.history), "rng": torch.get_rng_state(),
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "skipped": self.skipped,
+            "history": json.dumps(self.history), "rng": rng, **({"cuda_rng": cuda_rng} if cuda_rng is not None else {}),
             "config": json.dumps(asdict(self.config)),
         })
 
@@ -251,28 +199,76 @@ class Trainer:
 
     def _loader(self) -> DataLoader:
         self.sampler.epoch = self.epoch
-        # max(0, ...): a batch of only skipped videos makes no step, so steps can fall behind batches
-        self.sampler.start = max(0, (self.step - self.epoch * self.steps_per_epoch) * self.config.batch_size)
+        self.sampler.start = self.batch_in_epoch * self.config.batch_size  # batches, not successful steps
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
+        # its own generator: creating the loader mid-epoch after a resume must not draw from the global RNG
+        seeds = torch.Generator().manual_seed((self.config.seed * 1000 + self.epoch) * 1000 + self.rank)
         return DataLoader(self.dataset, batch_size=self.config.batch_size, sampler=self.sampler,
-                          num_workers=self.config.num_workers, collate_fn=collate_views)
+                          num_workers=self.config.num_workers, collate_fn=collate_views,
+                          pin_memory=self.device.type == "cuda", generator=seeds)
 
-    def train_step(self, views: dict[int, torch.Tensor], labels: torch.Tensor, frames: tuple[int, ...] | None = None) -> dict[str, float]:
-        """One optimisation step on the views of ``frames`` (default: every configured frame count)."""
+    def _stand_in(self) -> tuple[dict, torch.Tensor]:
+        """A decodable batch for a rank whose own batch came out empty: the last one it trained on,
+        else the first sample of the dataset that decodes."""
+        if self._last_batch is None:
+            for index in range(len(self.dataset)):
+                sample = self.dataset[index]
+                if sample is not None:
+                    self._last_batch = collate_views([sample])[:2]
+                    break
+            else:
+                raise ValueError("no sample of the training data can be decoded; check the data")
+        return self._last_batch
+
+    def _sample_weight(self, clips: int) -> torch.Tensor | float:
+        """world · clips / (clips on all ranks): DDP's gradient average then weighs every clip
+        alike, and a rank with an empty batch contributes nothing."""
+        if self.world == 1:
+            return 1.0
+        local = torch.full((), float(clips), device=self.device)
+        total = local.clone()
+        dist.all_reduce(total)
+        return local * self.world / total.clamp_min(1.0)
+
+    def train_step(self, views: dict[int, torch.Tensor], labels: torch.Tensor,
+                   frames: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
+        """One optimisation step on the views of ``frames`` (default: every configured frame count).
+
+        Returns the loss parts and accuracies as tensors on the device (empty for an empty batch);
+        nothing in here waits for the GPU. Under DDP every rank must call it for every batch,
+        an empty one included (it then trains on a stand-in batch with weight 0).
+        """
         config = self.config
-        frames = config.frames if frames is None else frames
+        frames = tuple(sorted(config.frames if frames is None else frames))
+        if self.world > 1 and not self.track_unused and not uses_every_key(frames, self.keys):
+            raise ValueError(f"frames {frames} leave some of the model's keys {self.keys} without a gradient; "
+                             "create the Trainer with frame_subsets=True so that DDP expects that")
+        empty = labels.numel() == 0
+        if empty and self.world == 1:
+            return {}
+        if empty:
+            views, labels = self._stand_in()
+        else:
+            self._last_batch = (views, labels)
+        weight = self._sample_weight(0 if empty else labels.shape[0])
         self.model.train()
+        views = {t: views[t].to(self.device, non_blocking=True) for t in frames}
+        labels = labels.to(self.device, non_blocking=True)
+        saved_buffers = [b.detach().clone() for b in self.model.buffers()] if empty else None
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = {t: self.forward_model(views[t].to(self.device, non_blocking=True)) for t in frames}
-            labels = labels.to(self.device)
+            logits = self.forward_model(views)
             loss, parts = mutual_distillation_loss(
                 {t: v.float() for t, v in logits.items()}, labels, weight=config.distill_weight,
                 detach_teacher=config.detach_teacher, mode=config.loss_mode,
             )
+        if saved_buffers is not None:  # the stand-in batch must not move the norm statistics
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), saved_buffers, strict=True):
+                    buffer.copy_(saved)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss * weight).backward()
         if config.clip_grad:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad)
@@ -280,9 +276,11 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        parts["loss"] = loss.item()
+        if empty:
+            return {}
+        parts["loss"] = loss.detach()
         for t, out in logits.items():
-            parts[f"acc@{t}"] = (out.argmax(-1) == labels).float().mean().item()
+            parts[f"acc@{t}"] = (out.detach().argmax(-1) == labels).float().mean()
         return parts
 
     def fit(self) -> list[dict]:
@@ -296,27 +294,46 @@ class Trainer:
             while self.epoch < config.epochs:
                 loader = self._loader()
                 task = progress.add_task(f"epoch {self.epoch + 1}/{config.epochs}", total=len(loader), stats="")
-                sums: dict[str, float] = {}
-                count, clips, started = 0, 0, time.perf_counter()
+                means = RunningMeans()
+                clips, started = 0, time.perf_counter()
                 for views, labels, skipped in loader:
                     self.skipped += skipped
                     self.skipped_videos += skipped.reasons
-                    if labels.numel() == 0:
-                        continue
-                    parts = self.train_step(views, labels)
-                    count += 1
+                    means.add(self.train_step(views, labels))
+                    self.batch_in_epoch += 1
                     clips += labels.numel()
-                    for k, v in parts.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    rate = clips / (time.perf_counter() - started)
-                    shown = " ".join(f"{k} {v / count:.3f}" for k, v in sums.items() if k.startswith(("loss", "acc")))
-                    progress.update(task, advance=1, stats=f"{shown} {rate:.1f} clips/s")
-                    if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                    if means.unread >= config.log_every:
+                        rate = clips / (time.perf_counter() - started)
+                        progress.update(task, stats=f"{means.summary()} {rate:.1f} clips/s")
+                    progress.update(task, advance=1)
+                    if config.checkpoint_every and self.batches_done % config.checkpoint_every == 0:
                         self.save_checkpoint()
                 self.epoch += 1
+                self.batch_in_epoch = 0
                 record = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
-                          "seconds": round(time.perf_counter() - started, 2), "skipped": self.skipped,
-                          **{k: v / max(count, 1) for k, v in sums.items()}}
+                          "seconds": round(time.perf_counter() - started, 2), "skipped": self.skipped, **means.read()}
                 self._log(record)
                 self.save_checkpoint()
         return self.history
+
+    @property
+    def batches_done(self) -> int:
+        return self.epoch * self.steps_per_epoch + self.batch_in_epoch
+
+
+def compile_per_frame_count(model: nn.Module) -> nn.Module:
+    """``torch.compile`` with static shapes: one graph per frame count (and batch size), each
+    specialised to its T. Warns on a torch that cannot trace the frame context in one graph.
+
+    Example::
+
+        compiled = compile_per_frame_count(fan)   # compiles on the first call at each T
+    """
+    version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    if version < COMPILE_CLEAN_TORCH:
+        warnings.warn(
+            f"torch {torch.__version__} cannot compile the frame context without graph breaks (needs torch >= "
+            f"{'.'.join(map(str, COMPILE_CLEAN_TORCH))}); --compile will run in many small graphs, possibly slower than without it",
+            stacklevel=2,
+        )
+    return torch.compile(model, dynamic=False)
