@@ -37,12 +37,12 @@ class ToyClips(torch.utils.data.Dataset):
         return {t: clip[:, :: max(self.frames) // t][:, :t] for t in self.frames}, int(self.labels[i])
 
 
-def make(tmp_path=None, **overrides):
+def make(tmp_path=None, data=None, **overrides):
     torch.manual_seed(0)
     fan = fan_convert.adapt(Toy3D(), frames=FRAMES)
-    config = TrainConfig(frames=FRAMES, epochs=3, batch_size=4, lr=0.05, progress=False,
-                         out_dir=str(tmp_path) if tmp_path else None, **overrides)
-    return Trainer(fan, ToyClips(), config)
+    options = dict(epochs=3, batch_size=4, lr=0.05, progress=False, out_dir=str(tmp_path) if tmp_path else None)
+    config = TrainConfig(frames=FRAMES, **(options | overrides))
+    return Trainer(fan, data if data is not None else ToyClips(), config)
 
 
 def test_training_lowers_the_loss_and_logs(tmp_path):
@@ -151,3 +151,114 @@ def test_channels_last_covers_2d_and_3d_weights_and_trains():
     assert trainer.model.conv.base_layer.weight.is_contiguous(memory_format=torch.channels_last_3d)
     history = trainer.fit()
     assert history[0]["loss"] == history[0]["loss"]  # finite, not NaN
+
+
+READ_BACKS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+
+class ReadBackCounter:
+    """Counts calls that copy a tensor's value to the host (on a GPU: a stall until the GPU catches up)."""
+
+    def __init__(self, monkeypatch, floating_only=False):
+        self.calls = []
+        for name in READ_BACKS:
+            real = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _real=real, _name=name, **kwargs):
+                if not floating_only or tensor.is_floating_point():
+                    self.calls.append(_name)
+                return _real(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_a_training_step_reads_nothing_back(monkeypatch, amp):
+    trainer = make(None, amp=amp)
+    views, labels, _ = next(iter(trainer._loader()))
+    trainer.train_step(views, labels)  # warm-up (lazy state creation)
+    counter = ReadBackCounter(monkeypatch)
+    parts = trainer.train_step(views, labels)
+    assert counter.calls == []
+    assert all(isinstance(v, torch.Tensor) for v in parts.values())
+    parts["loss"].item()
+    assert counter.calls == ["item"]  # the counter sees a read-back
+
+
+def test_fit_reads_metrics_back_once_per_log_interval(monkeypatch):
+    trainer = make(None, epochs=1, log_every=3)  # 6 steps: read-backs after steps 3 and 6, none at the epoch end
+    counter = ReadBackCounter(monkeypatch, floating_only=True)
+    history = trainer.fit()
+    assert counter.calls == ["tolist", "tolist"]
+    assert set(history[0]) >= {"loss", "acc@2", "acc@4", "kl@2", "ce@4"}
+
+
+class BrokenClips(ToyClips):
+    """ToyClips whose listed samples fail to decode (the dataset gives None, as MultiViewClips does)."""
+
+    def __init__(self, broken):
+        super().__init__()
+        self.broken = set(broken)
+
+    def __getitem__(self, i):
+        return None if i in self.broken else super().__getitem__(i)
+
+
+def test_an_empty_batch_is_skipped_and_resume_counts_batches_not_steps(tmp_path):
+    second_batch = EpochSampler(24, shuffle=True, seed=0).order()[4:8]
+    reference = make(None, data=BrokenClips(second_batch))
+    reference.fit()
+    assert reference.step == 17 and reference.skipped == 12  # one empty batch in epoch 1; 4 clips lost per epoch
+
+    interrupted = make(tmp_path, data=BrokenClips(second_batch), checkpoint_every=2)
+    real_step = interrupted.train_step
+
+    def crash_at_step_4(*args):
+        if interrupted.step == 4:  # the 5th batch: the last checkpoint (after 4 batches) holds 3 steps
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    interrupted.train_step = crash_at_step_4
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = make(tmp_path, data=BrokenClips(second_batch), checkpoint_every=2)
+    resumed.resume(tmp_path / "last.safetensors")
+    assert (resumed.step, resumed.batch_in_epoch) == (3, 4)
+    resumed.fit()
+    expected = reference.model.state_dict()
+    assert all(torch.equal(resumed.model.state_dict()[k], expected[k]) for k in expected)
+
+
+def test_an_empty_or_foreign_scaler_state_gives_a_notice(capsys):
+    trainer = make(None)
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    trainer._load_scaler({})
+    trainer._load_scaler({"unrelated": 1})
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("note: ") and "initial value" in line for line in lines)
+    assert trainer.scaler.get_scale() == 65536.0
+
+
+def test_cuda_means_this_ranks_gpu_and_is_pinned_before_the_group_forms(monkeypatch):
+    from fan_convert.train import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        distributed.resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert distributed.resolve_device("cuda") == distributed.resolve_device("auto") == torch.device("cuda", 3)
+    assert distributed.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="only 4 GPU"):
+        distributed.resolve_device("cuda:4")
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(calls))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: calls.append(("init", backend)))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 3)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 4)
+    assert distributed.distributed_context(torch.device("cuda", 3)) == (3, 4)
+    assert calls == [("set_device", torch.device("cuda", 3)), ("init", "nccl")]
