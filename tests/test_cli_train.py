@@ -45,7 +45,8 @@ def test_train_resume_eval_calibrate(workspace):
     assert [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()] == [1, 2]
 
     trained = run_dir / "fan.safetensors"
-    result = run("eval", trained, "--data", workspace / "videos", "--frames", 2, 3, 4, *SIZE, "--json", workspace / "r.json")
+    result = run("eval", trained, "--data", workspace / "videos", "--frames", 2, 3, 4, *SIZE, "--json", workspace / "r.json",
+                 "--workers", 1, "--device", "auto")
     assert result.exit_code == 0, result.output
     assert "sub-network" in result.output and "4 (nearest)" in result.output  # T=3: tie between 2 and 4 -> 4
     table = json.loads((workspace / "r.json").read_text())["fan.safetensors"]
@@ -54,7 +55,8 @@ def test_train_resume_eval_calibrate(workspace):
     result = run("eval", workspace / "plain.pth", "--data", workspace / "videos", "--frames", 2, 4, *SIZE, *ARCH)
     assert result.exit_code == 0, result.output  # a plain model can be diagnosed before converting
 
-    result = run("calibrate", trained, "--data", workspace / "videos", *SIZE, "--batches", 2, "-o", workspace / "cal.safetensors")
+    result = run("calibrate", trained, "--data", workspace / "videos", *SIZE, "--batches", 2, "-o", workspace / "cal.safetensors",
+                 "--workers", 1, "--device", "auto")
     assert result.exit_code == 0, result.output
     assert fan_convert.load(workspace / "cal.safetensors").fan_plan.frames == (2, 4)
 
@@ -83,3 +85,11 @@ def test_unreadable_videos_are_skipped_and_counted(workspace, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"  cannot decode '{videos / 'a' / 'broken.mp4'}': Invalid data found when processing input" in result.output
     assert json.loads((tmp_path / "run" / "log.jsonl").read_text())["skipped"] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_one_line_error(workspace, tmp_path):
+    for command in (["train", "--out-dir", tmp_path / "r"], ["eval"], ["calibrate", "-o", tmp_path / "c.safetensors"]):
+        result = run(command[0], workspace / "fan.safetensors", "--data", workspace / "videos", *command[1:], "--device", "cuda")
+        assert result.exit_code == 2 and "no CUDA GPU is visible" in result.output, result.output
+        assert not (tmp_path / "c.safetensors").exists()

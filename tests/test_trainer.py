@@ -262,3 +262,21 @@ def test_cuda_means_this_ranks_gpu_and_is_pinned_before_the_group_forms(monkeypa
     monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 4)
     assert distributed.distributed_context(torch.device("cuda", 3)) == (3, 4)
     assert calls == [("set_device", torch.device("cuda", 3)), ("init", "nccl")]
+
+
+def test_evaluation_alters_each_weight_once_per_key_and_reads_back_once(monkeypatch):
+    from fan_convert.nn import alteration
+    from fan_convert.train.evaluate import evaluate
+
+    fan = make(None).model
+    altered = []
+    real_alter = alteration.alter_weight
+    monkeypatch.setattr(alteration, "alter_weight", lambda *a, **k: altered.append(1) or real_alter(*a, **k))
+    layers = sum(isinstance(m, alteration.WeightAlteration) for m in fan.modules())
+    data = ToyClips(frames=(2, 3, 4))
+    counter = ReadBackCounter(monkeypatch, floating_only=False)
+    results = evaluate(fan, data, (2, 3, 4), batch_size=4)  # 6 batches; 3 -> key 4
+    assert len(altered) == layers * len(FRAMES)
+    assert [c for c in counter.calls if c in ("tolist", "cpu", "numpy")] == ["tolist"]
+    assert counter.calls.count("item") == 1  # the DataLoader drawing its base seed, not one per batch
+    assert set(results) == {2, 3, 4}

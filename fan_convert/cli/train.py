@@ -68,7 +68,7 @@ def train(
     out_dir: Path = typer.Option(Path("runs/fan"), "--out-dir", help="Checkpoints, log.jsonl and the trained model."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Steps between checkpoints (0: each epoch)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/last.safetensors."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto (this rank's GPU if any), cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, "--seed"),
     trust_factory: bool = typer.Option(False, "--trust-factory", help="Allow a module.path:factory architecture recorded in the file."),
 ) -> None:
@@ -119,7 +119,8 @@ def evaluate_command(
     resize: int = typer.Option(128, "--resize"),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write accuracy vs frames as PNG (needs matplotlib)."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda (this rank's GPU), cuda:N or auto."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes (decoding in parallel)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle"),
     trust_factory: bool = typer.Option(False, "--trust-factory"),
 ) -> None:
@@ -132,7 +133,8 @@ def evaluate_command(
         frames = check_frames(frames)
         model = _load_any(model_file, arch, _arch_kwargs(num_classes, temporal, None, arch or ""), trust_pickle, trust_factory)
         dataset = _dataset(data, list_file, classes, frames, train=False, crop=crop, resize=resize, split="val")
-        results = {model_file.name: evaluate(model, dataset, frames, batch_size=batch_size, device=device)}
+        results = {model_file.name: evaluate(model, dataset, frames, batch_size=batch_size, device=device,
+                                                  num_workers=workers)}
         keys = model.fan_plan.frames if hasattr(model, "fan_plan") else ()
         if as_json:
             save_results(results, as_json)
@@ -157,6 +159,8 @@ def calibrate(
     crop: int = typer.Option(112, "--crop"),
     resize: int = typer.Option(128, "--resize"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output (default: MODEL.calibrated.safetensors)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda (this rank's GPU), cuda:N or auto."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes (decoding in parallel)."),
     force: bool = typer.Option(False, "--force"),
     trust_factory: bool = typer.Option(False, "--trust-factory"),
 ) -> None:
@@ -169,8 +173,8 @@ def calibrate(
         check_output(output, overwrite=force)
         fan = load(model_file, trust_factory=trust_factory)
         dataset = _dataset(data, list_file, classes, fan.fan_plan.frames, train=False, crop=crop, resize=resize)
-        recalibrate(fan, dataset, batches=batches, batch_size=batch_size)
-        written = save(fan, output, overwrite=force)
+        recalibrate(fan, dataset, batches=batches, batch_size=batch_size, device=device, num_workers=workers)
+        written = save(fan.cpu(), output, overwrite=force)
     except _ERRORS as err:
         _fail(str(err).strip("'\""))
     console.print(f"wrote {written}", highlight=False)

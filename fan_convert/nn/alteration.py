@@ -117,13 +117,13 @@ class WeightAlteration(nn.Module):
         scale = self.scales[str(key)]
         if not _can_cache(weight):
             return alter_weight(weight, scale, self.groups)
-        # Without autograd the altered weight only changes when its inputs do: keep the last one,
-        # so inference costs what the original layer costs.
-        stamp = (key, weight._version, scale._version, weight.data_ptr(), scale.data_ptr(), torch.is_inference_mode_enabled())
-        cached = self.__dict__.get("_inference_cache")
+        # Without autograd the altered weight only changes when its inputs do: keep one per key,
+        # so inference (evaluation across frame counts too) costs what the original layer costs.
+        stamp = (weight._version, scale._version, weight.data_ptr(), scale.data_ptr(), torch.is_inference_mode_enabled())
+        cache = self.__dict__.setdefault("_inference_cache", {})
+        cached = cache.get(key)
         if cached is None or cached[0] != stamp:
-            cached = (stamp, alter_weight(weight, scale, self.groups))
-            self.__dict__["_inference_cache"] = cached
+            cached = cache[key] = (stamp, alter_weight(weight, scale, self.groups))
         return cached[1]
 
     def __getstate__(self):

@@ -18,6 +18,7 @@ from ..context import frames as select_frames
 from ..context import nearest_key
 from ..nn import NormBank
 from .data import collate_views
+from .distributed import resolve_device
 
 
 @torch.no_grad()
@@ -26,16 +27,20 @@ def evaluate(
     num_workers: int = 0,
 ) -> dict[int, dict[str, float]]:
     """Top-1/top-5 accuracy (%) at each frame count; ``dataset`` yields ``({t: clip}, label)``
-    with a view for every ``t`` in ``frames`` (one decode serves them all).
+    with a view for every ``t`` in ``frames`` (one decode serves them all). The counts stay on
+    the device until the end: one read-back for the whole run.
 
     Example::
 
         table = evaluate(fan, MultiViewClips(items, (2, 4, 6, 8, 12, 16), train=False), (2, 4, 6, 8, 12, 16))
     """
+    device = resolve_device(device) if isinstance(device, str) else device
     model = model.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views)
-    correct1 = {t: 0 for t in frames}
-    correct5 = {t: 0 for t in frames}
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # one clip shape per frame count
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views, pin_memory=cuda)
+    correct = torch.zeros(2, len(frames), dtype=torch.long, device=device)  # rows: top-1, top-5
     total = skipped = 0
     reasons: list[str] = []
     for views, labels, lost in loader:
@@ -43,17 +48,18 @@ def evaluate(
         reasons += lost.reasons
         if labels.numel() == 0:
             continue
-        labels = labels.to(device)
+        labels = labels.to(device, non_blocking=True)
         total += labels.numel()
-        for t in frames:
-            logits = model(views[t].to(device))
+        for column, t in enumerate(frames):
+            logits = model(views[t].to(device, non_blocking=True))
             top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-            correct1[t] += (top[:, 0] == labels).sum().item()
-            correct5[t] += (top == labels[:, None]).any(-1).sum().item()
+            correct[0, column] += (top[:, 0] == labels).sum()
+            correct[1, column] += (top == labels[:, None]).any(-1).sum()
     if total == 0:
         raise ValueError("no sample could be evaluated; check the data")
-    return {t: {"top1": 100 * correct1[t] / total, "top5": 100 * correct5[t] / total, "clips": total, "skipped": skipped,
-                "skipped_videos": reasons} for t in frames}
+    top1, top5 = correct.tolist()
+    return {t: {"top1": 100 * top1[i] / total, "top5": 100 * top5[i] / total, "clips": total, "skipped": skipped,
+                "skipped_videos": reasons} for i, t in enumerate(frames)}
 
 
 def deviation_table(results: dict[str, dict[int, dict[str, float]]], keys: Sequence[int] = ()):
@@ -122,7 +128,9 @@ def plot_results(results: dict[str, dict[int, dict[str, float]]], path: str | Pa
 
 
 @torch.no_grad()
-def calibrate(fan: nn.Module, dataset, *, batches: int = 10, batch_size: int = 16, device: str | torch.device = "cpu") -> nn.Module:
+def calibrate(
+    fan: nn.Module, dataset, *, batches: int = 10, batch_size: int = 16, device: str | torch.device = "cpu", num_workers: int = 0,
+) -> nn.Module:
     """Recompute every key's batch-norm statistics on that key's views (no training).
 
     Each BatchNorm copy of key ``k`` gets the plain average of the statistics of ``batches``
@@ -137,8 +145,10 @@ def calibrate(fan: nn.Module, dataset, *, batches: int = 10, batch_size: int = 1
     if not banks:
         raise ValueError("calibrate needs an adapted model (fan_convert.adapt) with norm banks")
     keys = banks[0].keys
+    device = resolve_device(device) if isinstance(device, str) else device
     fan = fan.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_views)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_views, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
     for key in keys:
         norms = [b.norms[str(key)] for b in banks if isinstance(b.norms[str(key)], nn.modules.batchnorm._BatchNorm)]
         saved = [n.momentum for n in norms]
@@ -151,7 +161,7 @@ def calibrate(fan: nn.Module, dataset, *, batches: int = 10, batch_size: int = 1
                 break
             if labels.numel():
                 with select_frames(key):
-                    fan(views[key].to(device))
+                    fan(views[key].to(device, non_blocking=True))
         for n, momentum in zip(norms, saved, strict=True):
             n.momentum = momentum
             n.eval()
