@@ -221,6 +221,22 @@ def _write_onnx(program, example: Any, temp: str) -> Any:
     return run
 
 
+@contextlib.contextmanager
+def full_fp32():
+    """TF32 off inside (CUDA convolutions use it by default): the verification reference must be
+    fp32, as onnxruntime's CPU run is, or TF32's rounding alone exceeds the tolerance."""
+    try:
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    except RuntimeError:  # precision set through torch's newer fp32_precision API: leave it as chosen
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def export_verified(
     fan: nn.Module,
     frames: int,
@@ -263,7 +279,7 @@ def export_verified(
     was_training = fan.training
     fan.eval()
     try:
-        with torch.no_grad(), select_frames(t):
+        with torch.no_grad(), select_frames(t), full_fp32():
             want = [fan(_fresh(x)) for x in checks]
     finally:
         fan.train(was_training)
@@ -275,7 +291,7 @@ def export_verified(
     def write(temp: str) -> None:
         run = _write_pt2(program, temp) if format == "torch-export" else _write_onnx(program, trace_example, temp)
         _readable(temp)
-        with torch.no_grad():
+        with torch.no_grad(), full_fp32():
             diff = max(_max_diff(run(x), w) for x, w in zip(checks, want, strict=True))
         report["max_diff"] = diff
         if not diff <= atol:

@@ -48,15 +48,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def distributed_context(device: torch.device | None = None) -> tuple[int, int]:
-    """(rank, world size); when launched by torchrun, pins this process to ``device`` and joins
-    the process group (NCCL for a CUDA device, gloo otherwise).
+    """(rank, world size); when launched by torchrun (one process or more), pins this process to
+    ``device`` and joins the process group (NCCL for a CUDA device, gloo otherwise).
 
     Example::
 
         rank, world = distributed_context(resolve_device("auto"))   # (0, 1) in a plain `python train.py`
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    launched = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ  # torchrun, even with one process
+    if launched and not dist.is_initialized():
         cuda = device is not None and device.type == "cuda"
         if cuda:
             torch.cuda.set_device(device)  # before the group forms, so NCCL binds this rank's GPU

@@ -124,7 +124,8 @@ class Trainer:
         self._last_batch = None
         views_model = MultiView(compile_per_frame_count(self.model) if config.compile else self.model)
         self.forward_model: nn.Module = views_model
-        if self.world > 1:
+        self.ddp = dist.is_initialized()  # torchrun with 2+ processes, or a group the caller formed
+        if self.ddp:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward_model = nn.parallel.DistributedDataParallel(
                 views_model, device_ids=ids, find_unused_parameters=self.track_unused
@@ -241,7 +242,7 @@ class Trainer:
         """
         config = self.config
         frames = tuple(sorted(config.frames if frames is None else frames))
-        if self.world > 1 and not self.track_unused and not uses_every_key(frames, self.keys):
+        if self.ddp and not self.track_unused and not uses_every_key(frames, self.keys):
             raise ValueError(f"frames {frames} leave some of the model's keys {self.keys} without a gradient; "
                              "create the Trainer with frame_subsets=True so that DDP expects that")
         empty = labels.numel() == 0
