@@ -57,7 +57,6 @@ def test_amp_loss_curve_follows_fp32(amp, spec):
     tail = slice(steps - 8, steps)
     mean = lambda values: sum(values[tail]) / len(values[tail])  # noqa: E731
     assert abs(mean(curve) - mean(reference)) <= 0.15 * mean(reference) + 0.05, (curve, reference)
-    assert curve[-1] < curve[0]
 
 
 @pytest.mark.parametrize("spec,rank,memory_format", [("torchvision:r3d_18", 5, torch.channels_last_3d),
