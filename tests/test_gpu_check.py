@@ -36,7 +36,7 @@ def test_torchrun_worker_trains_under_ddp_with_one_process(gpu_check):
 
 
 def test_throughput_row_and_table(gpu_check, monkeypatch, capsys):
-    row = gpu_check.throughput("tiny TSM", "fan_convert:tiny_resnet", {"temporal": "tsm"}, 32, device="cpu", batch=2,
+    row = gpu_check.throughput("tiny TSM", "fan_convert:tiny_resnet", {"temporal": "tsm", "num_classes": 10}, 32, device="cpu", batch=2,
                                amp="off", warmup=1, steps=1)
     assert row["status"] == "pass" and row["fan_step_s"] > 0 and all(row[f"st{t}_step_s"] > 0 for t in (4, 8, 16))
     assert row["fan_over_three_st"] == pytest.approx(row["fan_step_s"] / sum(row[f"st{t}_step_s"] for t in (4, 8, 16)), rel=0.01)

@@ -280,3 +280,18 @@ def test_evaluation_alters_each_weight_once_per_key_and_reads_back_once(monkeypa
     assert [c for c in counter.calls if c in ("tolist", "cpu", "numpy")] == ["tolist"]
     assert counter.calls.count("item") == 1  # the DataLoader drawing its base seed, not one per batch
     assert set(results) == {2, 3, 4}
+
+
+def test_fused_sgd_takes_keys_whose_first_gradient_comes_late(monkeypatch):
+    # CUDA uses the fused SGD, which fails on a mix of parameters with and without momentum
+    plain = make(None)
+    real_sgd = torch.optim.SGD
+    monkeypatch.setattr(torch.optim, "SGD", lambda *args, **kwargs: real_sgd(*args, **(kwargs | {"fused": True})))
+    fused = make(None)
+    assert fused.optimizer.defaults["fused"] and not plain.optimizer.defaults["fused"]
+    views, labels, _ = next(iter(fused._loader()))
+    for frames in ((2,), (2, 4), (4,)):
+        fused.train_step(views, labels, frames=frames)
+        plain.train_step(views, labels, frames=frames)
+    for a, b in zip(fused.model.parameters(), plain.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)

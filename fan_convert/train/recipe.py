@@ -73,3 +73,20 @@ def to_channels_last(model: nn.Module) -> nn.Module:
             if tensor.dim() in formats:
                 tensor.data = tensor.data.contiguous(memory_format=formats[tensor.dim()])
     return model
+
+
+def start_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Give every SGD parameter a zero momentum buffer up front (a no-op for the update: with no
+    dampening the first step sets the buffer to the gradient either way). The fused SGD fails
+    on a step that mixes parameters with and without a buffer, which happens whenever a key gets
+    its first gradient after others (one frame count per step).
+
+    Example::
+
+        optimizer = torch.optim.SGD(fan.parameters(), lr=0.01, momentum=0.9, fused=True)
+        start_momentum(optimizer)
+    """
+    for group in optimizer.param_groups:
+        if group.get("momentum", 0) and not group.get("dampening", 0):
+            for p in group["params"]:
+                optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p, memory_format=torch.preserve_format))

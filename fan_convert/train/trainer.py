@@ -25,7 +25,7 @@ from .data import collate_views
 from .distributed import EpochSampler, MultiView, distributed_context, gather_rows, model_keys, own_row, resolve_device, uses_every_key
 from .loss import mutual_distillation_loss
 from .metrics import RunningMeans
-from .recipe import lr_factor, param_groups, to_channels_last
+from .recipe import lr_factor, param_groups, start_momentum, to_channels_last
 
 __all__ = ["TrainConfig", "Trainer", "EpochSampler", "distributed_context", "lr_factor", "param_groups", "to_channels_last"]
 # The first torch whose compiler traces the frame context (a ContextVar read) without graph breaks.
@@ -109,6 +109,7 @@ class Trainer:
         fused = self.device.type == "cuda"  # fused steps take the fp16 scaler's verdict without a host sync
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True, fused=fused or None)
+            start_momentum(self.optimizer)
         else:
             self.optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=fused or None)
         self.steps_per_epoch = max(1, math.ceil(len(self.sampler.order()) / config.batch_size))
@@ -144,6 +145,7 @@ class Trainer:
         state = load_training_state(path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        start_momentum(self.optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self._load_scaler(state.get("scaler") or {})
         self.step, self.epoch, self.skipped = state["step"], state["epoch"], state["skipped"]
