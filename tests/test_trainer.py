@@ -295,3 +295,22 @@ def test_fused_sgd_takes_keys_whose_first_gradient_comes_late(monkeypatch):
         plain.train_step(views, labels, frames=frames)
     for a, b in zip(fused.model.parameters(), plain.model.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_compile_makes_one_static_graph_per_frame_count_and_warns_on_old_torch(monkeypatch):
+    from torch._dynamo.utils import counters
+
+    from fan_convert.train.trainer import compile_per_frame_count
+
+    torch._dynamo.reset()
+    counters.clear()
+    fan = fan_convert.adapt(Toy3D(), frames=FRAMES)
+    compiled = compile_per_frame_count(fan, backend="eager")
+    clips = {t: torch.randn(2, 3, t, 6, 6) for t in FRAMES}
+    for t in (2, 4, 2, 4):
+        torch.testing.assert_close(compiled(clips[t]), fan(clips[t]))
+    assert counters["stats"]["unique_graphs"] == 2  # one per T, no graph break, no dynamic-shape recompile
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
+    with pytest.warns(UserWarning, match="cannot compile the frame context without graph breaks"):
+        compile_per_frame_count(fan, backend="eager")

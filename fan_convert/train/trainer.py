@@ -324,7 +324,7 @@ class Trainer:
         return self.epoch * self.steps_per_epoch + self.batch_in_epoch
 
 
-def compile_per_frame_count(model: nn.Module) -> nn.Module:
+def compile_per_frame_count(model: nn.Module, backend: str = "inductor") -> nn.Module:
     """``torch.compile`` with static shapes: one graph per frame count (and batch size), each
     specialised to its T. Warns on a torch that cannot trace the frame context in one graph.
 
@@ -339,4 +339,4 @@ def compile_per_frame_count(model: nn.Module) -> nn.Module:
             f"{'.'.join(map(str, COMPILE_CLEAN_TORCH))}); --compile will run in many small graphs, possibly slower than without it",
             stacklevel=2,
         )
-    return torch.compile(model, dynamic=False)
+    return torch.compile(model, dynamic=False, backend=backend)
