@@ -268,11 +268,11 @@ def main(argv=None) -> int:
         return 0
     started = time.perf_counter()
     if "tests" not in args.skip:
-        report["checks"] += cuda_tests(limit=240)
+        report["checks"] += cuda_tests(limit=200)
     if "torchrun" not in args.skip:
-        report["checks"].append(torchrun_check(limit=120))
+        report["checks"].append(torchrun_check(limit=90))
     if "compile" not in args.skip:
-        report["checks"].append(compile_check(limit=150 if _torch_version() < COMPILE_CLEAN_TORCH else 240))
+        report["checks"].append(compile_check(limit=120 if _torch_version() < COMPILE_CLEAN_TORCH else 180))
     write_json(report, args.out)  # partial results survive a crash in the throughput part
     if "throughput" not in args.skip:
         for name, (spec, options, size) in THROUGHPUT_MODELS.items():
