@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpointing import load_training_state, save_training_state
-from .data import collate_views
+from .data import Skipped, collate_views
 from .distributed import EpochSampler, MultiView, distributed_context, gather_rows, model_keys, own_row, resolve_device, uses_every_key
 from .loss import mutual_distillation_loss
 from .metrics import RunningMeans
@@ -217,7 +217,7 @@ class Trainer:
         if self._last_batch is None:
             for index in range(len(self.dataset)):
                 sample = self.dataset[index]
-                if sample is not None:
+                if sample is not None and not isinstance(sample, Skipped):
                     self._last_batch = collate_views([sample])[:2]
                     break
             else:
