@@ -246,7 +246,7 @@ def write_json(report: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON report")
+    parser.add_argument("--out", type=Path, help="where to write the JSON report")
     parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "torchrun", "compile", "throughput"])
     parser.add_argument("--torchrun-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile-worker", action="store_true", help=argparse.SUPPRESS)
@@ -258,6 +258,8 @@ def main(argv=None) -> int:
     if args.compile_worker:
         compile_worker()
         return 0
+    if args.out is None:
+        parser.error("--out is required: the path of the JSON report, e.g. --out gpu.json")
     report = {"torch": torch.__version__, "python": sys.version.split()[0], "cuda": torch.version.cuda,
               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU",
               "checks": [], "throughput": []}

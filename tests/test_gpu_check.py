@@ -59,3 +59,13 @@ def test_cuda_tests_become_one_row_each(gpu_check):
     rows = gpu_check.cuda_tests(limit=240)  # pytest without the PyAV-importing conftest, results from its JUnit XML
     assert len(rows) >= 10 and all(r["status"] == "skip" and r["detail"] == "needs a CUDA GPU" for r in rows)
     assert any("never_waits" in r["check"] for r in rows) and any("resume" in r["check"] for r in rows)
+
+
+def test_the_workers_start_without_out_and_the_check_needs_it(gpu_check, monkeypatch):
+    # The compile and torchrun workers are started without --out (this once failed on the GPU).
+    ran = []
+    monkeypatch.setattr(gpu_check, "compile_worker", lambda: ran.append("compile"))
+    assert gpu_check.main(["--compile-worker"]) == 0 and ran == ["compile"]
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main([])
+    assert exit_info.value.code == 2
