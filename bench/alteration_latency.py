@@ -21,6 +21,7 @@ from torch import nn
 
 import fan_convert
 from fan_convert.nn import WeightAlteration
+from fan_convert.testing import as_if_fine_tuned, randomize_norms
 
 
 class DepthwiseResidual(nn.Module):
@@ -69,17 +70,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    original = timm.create_model("resnet50").eval()
-    with torch.no_grad():  # timm zero-initialises each block's last BN; make every branch count
-        for module in original.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-    fan = fan_convert.adapt(original, frames=(4, 8, 16), targets="paper", norms=False).eval()
-    with torch.no_grad():
-        for module in fan.modules():
-            if isinstance(module, WeightAlteration):
-                for s in module.scales.values():
-                    s.normal_(0, 0.1)
+    # timm zero-initialises each block's last BN scale: randomise them so that every branch counts
+    original = randomize_norms(timm.create_model("resnet50")).eval()
+    fan = as_if_fine_tuned(fan_convert.adapt(original, frames=(4, 8, 16), targets="paper", norms=False), std=0.1).eval()
     key = 16
     forms = {
         "original (no alteration)": original,

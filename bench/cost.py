@@ -18,15 +18,12 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
 import fan_convert
+from fan_convert.testing import as_if_fine_tuned, count_parameters, write_video
 from fan_convert.train.loss import mutual_distillation_loss
 from fan_convert.zoo import build
 
 KEYS = (4, 8, 16)
 console = Console(width=130)
-
-
-def params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def gflops(model, t, size, batch=1) -> float:
@@ -92,17 +89,15 @@ def main(argv=None) -> None:
     paper = fan_convert.adapt(original, KEYS, targets="paper").eval()
     convert_s = time.perf_counter() - started
     default = fan_convert.adapt(original, KEYS).eval()
-    with torch.no_grad():  # as after fine-tuning: keys differ, alterations non-zero
-        for fan in (paper, default):
-            for name, p in fan.named_parameters():
-                if ".scales." in name:
-                    p.normal_(0, 0.05)
+    for fan in (paper, default):  # as after fine-tuning: keys differ, alterations non-zero
+        as_if_fine_tuned(fan)
     plain = {t: fan_convert.specialize(paper, t) for t in KEYS}
 
-    rows = [["original", f"{params(original):,}", "-"]]
+    before = paper.fan_plan.params_before
+    rows = [["original", f"{before:,}", "-"]]
     for name, fan in (("adapted, paper targets", paper), ("adapted, default targets", default)):
-        rows.append([name, f"{params(fan):,}", f"+{params(fan) - params(original):,} (+{100 * fan.fan_plan.overhead:.2f}%)"])
-    rows.append(["specialized (any T)", f"{params(plain[8]):,}", f"{params(plain[8]) - params(original):+,}"])
+        rows.append([name, f"{fan.fan_plan.params_after:,}", f"+{fan.fan_plan.params_added:,} (+{100 * fan.fan_plan.overhead:.2f}%)"])
+    rows.append(["specialized (any T)", f"{count_parameters(plain[8]):,}", f"{count_parameters(plain[8]) - before:+,}"])
     report.append(show("Parameters", ["model", "parameters", "vs original"], rows))
 
     rows = [[str(t), f"{gflops(original, t, size):.2f}", f"{gflops(paper, t, size):.2f}", f"{gflops(plain[t], t, size):.2f}"] for t in KEYS]
@@ -175,24 +170,14 @@ def data_loading(repeats: int) -> str:
     one decode per frame count (three ST runs)."""
     import tempfile
 
-    import av
     import numpy as np
 
     from fan_convert.train.data import Item, MultiViewClips
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "clip.mp4"
-        container = av.open(str(path), "w")
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        rng = np.random.default_rng(0)
-        for _ in range(96):  # about 4 s of 320x240 video
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-        container.close()
+        rng = np.random.default_rng(0)  # about 4 s of 320x240 video
+        write_video(path, (rng.integers(0, 255, (240, 320, 3), dtype=np.uint8) for _ in range(96)), fps=25)
         items = [Item(path, 0)]
         loaders = {"FAN: one decode, 4+8+16 views": MultiViewClips(items, KEYS, train=True)}
         loaders |= {f"ST at {t}: one decode, one view": MultiViewClips(items, (t,), train=True) for t in KEYS}

@@ -21,6 +21,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 
 import fan_convert
+from fan_convert.testing import count_parameters
 from fan_convert.train.data import collate_views
 from fan_convert.train.evaluate import calibrate
 
@@ -85,7 +86,7 @@ def main(argv=None) -> None:
     means = [f"{sum(v) / len(v):.1f}" for v in scores.values()]
     table.add_row("[bold]mean", *means)
     lines.append("| **mean** | " + " | ".join(means) + " |")
-    params = [f"{table1.params(m):,}" for m in models.values()]
+    params = [f"{count_parameters(m):,}" for m in models.values()]
     lines.append("| parameters | " + " | ".join(params) + " |")
     Console(width=140).print(table)
     args.out.mkdir(parents=True, exist_ok=True)

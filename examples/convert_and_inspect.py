@@ -8,6 +8,7 @@ import torchvision
 from rich.console import Console
 
 import fan_convert
+from fan_convert.testing import count_parameters
 
 torch.manual_seed(0)
 console = Console()
@@ -36,6 +37,5 @@ with torch.no_grad():
 
     # 5. Specialise: the plain R3D-18 for one frame count, alterations folded into the weights.
     plain4 = fan_convert.specialize(fan, frames=4)
-    print("specialised model is a", type(plain4).__name__,
-          "with", sum(p.numel() for p in plain4.parameters()), "parameters (original:",
-          sum(p.numel() for p in model.parameters()), ")")
+    print(f"specialised model is a {type(plain4).__name__} with {count_parameters(plain4):,} parameters "
+          f"(original: {fan.fan_plan.params_before:,}, adapted: {fan.fan_plan.params_after:,})")

@@ -12,6 +12,7 @@ from rich.console import Console
 
 import fan_convert
 from fan_convert.deploy import choose_frames, export_verified
+from fan_convert.testing import count_parameters
 
 work = Path(tempfile.mkdtemp(prefix="fan-edge-"))
 console = Console()
@@ -26,7 +27,7 @@ print(f"one FAN file: {fan_file.stat().st_size / 1e6:.1f} MB for frame counts 4,
 for t in (4, 16):
     path = fan_convert.save_specialized(fan, t, work / f"r3d_plain{t}.safetensors")
     plain = fan_convert.load(path)
-    print(f"specialized for {t:2d} frames: {type(plain).__name__}, {sum(p.numel() for p in plain.parameters()):,} parameters")
+    print(f"specialized for {t:2d} frames: {type(plain).__name__}, {count_parameters(plain):,} parameters")
 
 # 2. Export the specialized model with torch.export; the artifact is reloaded and checked.
 for t in (4, 16):

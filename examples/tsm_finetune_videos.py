@@ -11,12 +11,12 @@ effect on the built-in benchmark.
 import tempfile
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 from rich.console import Console
 
 import fan_convert
+from fan_convert.testing import write_video
 from fan_convert.train.data import MultiViewClips, video_folder
 from fan_convert.train.evaluate import deviation_table, evaluate, plot_results
 from fan_convert.train.trainer import TrainConfig, Trainer
@@ -26,22 +26,15 @@ rng = np.random.default_rng(0)
 torch.manual_seed(0)
 
 
-def write_video(path: Path, direction: int, frames: int = 32, size: int = 40) -> None:
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=15)
-    stream.width = stream.height = size
-    stream.pix_fmt = "yuv420p"
+def moving_square(direction: int, frames: int = 32, size: int = 40):
+    """Frames of a bright square moving left (-1) or right (+1) over noise."""
     y, speed = rng.integers(4, size - 14), rng.uniform(0.7, 0.9)
     start = 2 if direction > 0 else size - 12
     for i in range(frames):
         img = (rng.random((size, size, 3)) * 40).astype(np.uint8)
         left = int(start + direction * speed * i)
         img[y : y + 10, left : left + 10] = 230
-        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
+        yield img
 
 
 # 1. A folder of videos per class: root/<class>/<video>.mp4
@@ -49,7 +42,7 @@ for split, count in (("train", 16), ("val", 8)):
     for name, direction in (("left", -1), ("right", 1)):
         (work / split / name).mkdir(parents=True)
         for i in range(count):
-            write_video(work / split / name / f"{i}.mp4", direction)
+            write_video(work / split / name / f"{i}.mp4", moving_square(direction), fps=15)
 train_items, classes = video_folder(work / "train")
 val_items, _ = video_folder(work / "val")
 eval_frames = (2, 4, 6, 8, 12, 16)

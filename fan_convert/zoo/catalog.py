@@ -3,11 +3,13 @@ was built for and the frame counts it is converted to. Random weights; nothing d
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..testing import random_clip
 from .specs import build
 
 
@@ -22,20 +24,22 @@ class ZooEntry:
     kwargs: dict = field(default_factory=dict)
     alpha: int | None = None  # SlowFast: the slow pathway takes every alpha-th frame
     heavy: bool = False  # slow on 2 CPU cores: excluded from the default test run
+    targets: tuple[str | None, ...] = ("default", "paper", None)  # alteration presets it supports
 
     @property
     def name(self) -> str:
         return self.spec
 
     def build(self) -> nn.Module:
-        return build(self.spec, **self.kwargs)
+        """The architecture with random weights (the libraries' deprecation chatter silenced)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return build(self.spec, **self.kwargs)
 
     def clip(self, t: int, seed: int = 0) -> torch.Tensor | list[torch.Tensor]:
         """A random clip of ``t`` frames in the model's input layout (a fresh list for SlowFast,
         whose forward rewrites its input list)."""
-        g = torch.Generator().manual_seed(seed)
-        fast = torch.randn(1, 3, t, self.size, self.size, generator=g)
-        return [fast[:, :, :: self.alpha].contiguous(), fast] if self.alpha else fast
+        return random_clip(t, self.size, alpha=self.alpha, seed=seed)
 
 
 _TIMM = ("resnet18", "resnet50", "mobilenetv2_100", "mobilenetv3_small_100", "efficientnet_b0", "regnetx_002", "convnext_tiny")
@@ -48,7 +52,7 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("torchvision:mc3_18", 16, (4, 8, 16), 64),
     ZooEntry("torchvision:r2plus1d_18", 16, (4, 8, 16), 64),
     ZooEntry("torchvision:swin3d_t", 16, (4, 8, 16), 64),
-    ZooEntry("torchvision:s3d", 16, (8, 16, 32), 224, heavy=True),
+    ZooEntry("torchvision:s3d", 16, (8, 16, 32), 224, heavy=True, targets=("default", None)),  # no residual blocks
     ZooEntry("torchvision:mvit_v1_b", 16, (4, 8, 16), 224, heavy=True),
     ZooEntry("torchvision:mvit_v2_s", 16, (4, 8, 16), 224, heavy=True),
     ZooEntry("pytorchvideo:x3d_xs", 4, (4, 8, 16), 160),

@@ -1,15 +1,18 @@
-"""The conversion check every zoo architecture must pass, and the coverage table it feeds."""
+"""The conversion check every zoo architecture must pass (norm statistics randomised), and the
+coverage table it feeds."""
 
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 from ..context import frames as select_frames
 from ..surgery import adapt, specialize
+from ..testing import count_parameters, fresh, randomize_norms
 from .catalog import ZooEntry
 
 
@@ -31,53 +34,74 @@ class CoverageResult:
     seconds: float = 0.0
 
 
-def _count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+@dataclass
+class Conversion:
+    """One architecture converted for the checks: the original (norm statistics randomised), its
+    adapted model, the example clip at the training T and the original's logits on it."""
 
-
-def _forward(model, clip):
-    return model(list(clip) if isinstance(clip, list) else clip)
+    entry: ZooEntry
+    targets: str | None
+    model: nn.Module
+    fan: nn.Module
+    clip: Any
+    expected: torch.Tensor
+    adapt_seconds: float
 
 
 @torch.no_grad()
-def check_entry(entry: ZooEntry, tolerance: float = 1e-5) -> CoverageResult:
+def convert_entry(entry: ZooEntry, targets: str | None = "default") -> Conversion:
+    """Build ``entry`` with random weights and randomised norm statistics (so that a norm bank
+    that lost its copied statistics cannot pass with fresh norms), and adapt it at its natural
+    frame counts with an example clip at its training T."""
+    torch.manual_seed(0)
+    model = randomize_norms(entry.build()).eval()
+    clip = entry.clip(entry.trained_at)
+    expected = model(fresh(clip))
+    started = time.perf_counter()
+    fan = adapt(model, entry.frames, targets=targets, trained_at=entry.trained_at, example_input=clip).eval()
+    return Conversion(entry, targets, model, fan, clip, expected, time.perf_counter() - started)
+
+
+@torch.no_grad()
+def check_entry(
+    entry: ZooEntry, tolerance: float = 1e-5, *, targets: str | None = "default", keep: list | None = None,
+) -> CoverageResult:
     """Build -> adapt (with an example clip) -> the same logits as the original at the training T
-    for every key -> runs at every key and at an untrained T -> the plan lists what it did."""
+    for every key -> runs at every key and at an untrained T -> the plan lists what it did and
+    counts the parameters right. ``keep``: a list that receives the :class:`Conversion`."""
     started = time.perf_counter()
     result = CoverageResult(entry.name, passed=False)
     try:
-        torch.manual_seed(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = entry.build().eval()
-        clip = entry.clip(entry.trained_at)
-        expected = _forward(model, clip)
-        converting = time.perf_counter()
-        fan = adapt(model, entry.frames, trained_at=entry.trained_at, example_input=clip).eval()
-        result.convert_seconds = round(time.perf_counter() - converting, 2)
-        result.params, result.adapted_params = _count(model), _count(fan)
+        conversion = convert_entry(entry, targets)
+        if keep is not None:
+            keep.append(conversion)
+        fan, clip, expected = conversion.fan, conversion.clip, conversion.expected
         plan = fan.fan_plan
+        result.convert_seconds = round(conversion.adapt_seconds, 2)
+        result.params, result.adapted_params = plan.params_before, plan.params_after
+        if count_parameters(fan) != plan.params_after:
+            raise AssertionError(f"the plan counts {plan.params_after:,} parameters, the adapted model has {count_parameters(fan):,}")
         result.analysis, result.overhead_pct = plan.analysis, 100 * plan.overhead
         result.norms, result.alterations = len(plan.select("norm")), len(plan.select("alteration"))
         result.fixed_t = len(plan.select("fixed_t"))
         unsupported = [s for s in plan.select(status="unsupported") if s.kind == "fixed_t"]
         if unsupported:
             raise AssertionError(f"fixed-T site left unsupported: {unsupported[0].path}: {unsupported[0].reason}")
-        if not (result.norms and result.alterations):
+        if not result.norms or (targets is not None and not result.alterations):
             raise AssertionError("nothing converted: no norm or no alteration site")
         diffs = []
         for k in entry.frames:
             with select_frames(k):
-                diffs.append((_forward(fan, clip) - expected).abs().max().item())
+                diffs.append((fan(fresh(clip)) - expected).abs().max().item())
         result.max_diff = max(diffs)
         if result.max_diff > tolerance:
             raise AssertionError(f"function not preserved: max |logit difference| {result.max_diff:.2e} > {tolerance:g}")
         untrained = (entry.frames[0] + entry.frames[1]) // 2 + 1
         for t in sorted({*entry.frames, untrained} - {entry.trained_at}):
-            out = _forward(fan, entry.clip(t, seed=t))
+            out = fan(entry.clip(t, seed=t))
             if out.shape != expected.shape or not torch.isfinite(out).all():
                 raise AssertionError(f"bad output at T={t}: shape {tuple(out.shape)}")
-        result.specialized_params = _count(specialize(fan, entry.trained_at))
+        result.specialized_params = count_parameters(specialize(fan, entry.trained_at))
         result.passed = True
     except Exception as err:  # recorded in the table; the test re-raises it
         result.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
