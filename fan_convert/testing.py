@@ -104,8 +104,14 @@ def per_key_state(fan: nn.Module) -> dict[str, int]:
     return owners
 
 
-def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: int = 10, codec: str = "libx264") -> Path:
-    """Encode RGB frames (``(H, W, 3)`` uint8 arrays, H and W even) as a video file with PyAV."""
+def write_video(
+    path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: int = 10, codec: str = "libx264",
+    pix_fmt: str | None = None, gop: int | None = None, b_frames: int | None = None,
+) -> Path:
+    """Encode RGB frames (``(H, W, 3)`` uint8 arrays, H and W even) as a video file with PyAV.
+
+    ``pix_fmt`` defaults to ``yuv420p`` (``yuvj420p`` for ``mjpeg``); ``gop``: frames between key
+    frames; ``b_frames``: the most B-frames in a row, for codecs that have them."""
     import av
 
     frames = iter(frames)
@@ -116,7 +122,14 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: i
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.height, stream.width = first.shape[:2]
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt or ("yuvj420p" if codec == "mjpeg" else "yuv420p")
+        if gop is not None:
+            if codec == "libx264":
+                stream.options = {"g": str(gop)}
+            else:
+                stream.codec_context.gop_size = gop
+        if b_frames is not None:
+            stream.codec_context.max_b_frames = b_frames
         for image in itertools.chain([first], frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
                 container.mux(packet)
