@@ -10,8 +10,8 @@ with random weights and randomised norm statistics.
 - round trips: save -> load gives the same state and logits; a specialized file loads as the plain
   architecture computing the same.
 
-Heavy architectures are marked slow, and so are the non-default presets of the models that take
-clips larger than 64 pixels (their default preset runs in the default suite).
+Heavy architectures are marked slow, and so are the non-default presets of all but three
+architectures (see EVERY_PRESET_BY_DEFAULT).
 """
 
 from __future__ import annotations
@@ -34,8 +34,13 @@ FIXED_T = {
 }
 
 
+# the architectures whose other presets (paper, none) also run in the default suite: a 2D CNN as
+# TSM, a transformer as TSM and a 3D CNN; every other (architecture, preset) pair runs with -m slow
+EVERY_PRESET_BY_DEFAULT = {"timm:resnet18", "timm:vit_tiny_patch16_224", "torchvision:r3d_18"}
+
+
 def _marks(entry: ZooEntry, targets: str | None) -> list:
-    slow = entry.heavy or (targets != "default" and entry.size > 64)
+    slow = entry.heavy or (targets != "default" and entry.name not in EVERY_PRESET_BY_DEFAULT)
     return [pytest.mark.slow] if slow else []
 
 
