@@ -87,7 +87,16 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from .io import load, read_checkpoint, read_manifest, save, save_specialized  # noqa: F401
     from .nn import NotFoldableError  # noqa: F401
     from .surgery import (  # noqa: F401
-        ConversionPlan, Rule, UnsupportedNormWarning, adapt, apply_plan, get_plan, plan, register_norm, register_rule, specialize,
+        ConversionPlan,
+        Rule,
+        UnsupportedNormWarning,
+        adapt,
+        apply_plan,
+        get_plan,
+        plan,
+        register_norm,
+        register_rule,
+        specialize,
     )
     from .train.evaluate import calibrate, evaluate  # noqa: F401
     from .train.trainer import TrainConfig, Trainer  # noqa: F401
