@@ -11,10 +11,8 @@ import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -22,14 +20,9 @@ from .. import surgery
 from ..errors import first_line
 from ..zoo.layout import input_layout
 from .atomic import atomic_write
+from .manifest import FORMAT, MANIFEST_KEY, FanFileError, read_header, read_manifest
 
-MANIFEST_KEY = "fan_convert"
-FORMAT = "fan-convert/1"
 _SAFE_SOURCES = ("timm:", "pytorchvideo:", "torchvision:", "fan_convert:")
-
-
-class FanFileError(ValueError):
-    """A file that is not a readable fan-convert checkpoint."""
 
 
 def _arch_of(model: nn.Module, arch: str | None, arch_kwargs: dict | None) -> dict | None:
@@ -115,106 +108,6 @@ def save_specialized(
     return _write(plain, path, manifest, overwrite)
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a fan-convert file, checked field by field: a damaged file stops here
-    with a :class:`FanFileError` that names the file.
-
-    Example::
-
-        manifest = fan_convert.read_manifest("r3d18_fan.safetensors")
-        print(manifest["kind"], manifest["frames"], manifest["arch"])   # fan [4, 8, 16] {...}
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FanFileError(f"'{path}' does not exist or is not a file; check the path")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as err:
-        raise FanFileError(f"cannot read '{path}' as safetensors ({first_line(err)}); the file may be truncated or corrupt") from None
-    if MANIFEST_KEY not in metadata:
-        raise FanFileError(f"'{path}' has no fan-convert manifest; convert a checkpoint first with `fan-convert CHECKPOINT --frames ...`")
-    try:
-        manifest = json.loads(metadata[MANIFEST_KEY])
-    except (json.JSONDecodeError, TypeError):
-        raise FanFileError(f"'{path}' has a corrupt fan-convert manifest (not JSON); {_REDO}") from None
-    if not isinstance(manifest, dict):
-        raise FanFileError(f"'{path}' has a corrupt fan-convert manifest (a JSON {type(manifest).__name__}, not an object); {_REDO}")
-    if manifest.get("format") != FORMAT:
-        raise FanFileError(f"'{path}' uses format {manifest.get('format')!r}; this fan-convert reads {FORMAT!r} — upgrade fan-convert")
-    problem = _manifest_problem(manifest)
-    if problem:
-        raise FanFileError(f"'{path}' has a damaged fan-convert manifest ({problem}); {_REDO}")
-    return manifest
-
-
-_REDO = "the file is damaged: write it again (fan-convert convert / specialize)"
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _counts(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(_count(v) for v in value)
-
-
-def _arch_field(value: Any) -> bool:
-    return value is None or (isinstance(value, dict) and isinstance(value.get("spec"), str)
-                             and isinstance(value.get("kwargs", {}), dict))
-
-
-def _plan_field(value: Any) -> bool:
-    if not isinstance(value, dict):
-        return False
-    try:
-        surgery.ConversionPlan.from_dict(value)
-    except Exception:
-        return False
-    return True
-
-
-def _kept_field(value: Any) -> bool:
-    return value is None or (isinstance(value, dict) and isinstance(value.get("paths", []), list)
-                             and all(isinstance(p, str) for p in value.get("paths", []))
-                             and (not value.get("paths") or (_count(value.get("kernel_size")) and _count(value.get("key")))))
-
-
-_COMMON = {
-    "kind": (lambda v: v in ("fan", "specialized"), "'fan' or 'specialized'"),
-    "arch": (_arch_field, "null or {spec: str, kwargs: object}"),
-    "frames": (_counts, "a list of positive frame counts"),
-    "trained_at": (_count, "a positive frame count"),
-    "input": (lambda v: isinstance(v, dict), "an object"),
-    "source": (lambda v: isinstance(v, dict), "an object"),
-}
-_BY_KIND = {
-    "fan": {"plan": (_plan_field, "a conversion plan object")},
-    "specialized": {
-        "specialized_from": (_counts, "a list of positive frame counts"),
-        "fixed_t": (lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v), "a list of site objects"),
-        "kept_alterations": (_kept_field, "{paths: [str], kernel_size: int, key: int}"),
-    },
-}
-_OPTIONAL = {"input", "source", "fixed_t", "kept_alterations"}
-
-
-def _manifest_problem(manifest: dict) -> str | None:
-    """The first field that is missing or of the wrong type, described; None when all fit."""
-    fields = dict(_COMMON)
-    fields.update(_BY_KIND.get(manifest.get("kind"), {}))
-    for name, (fits, expected) in fields.items():
-        if name not in manifest:
-            if name in _OPTIONAL:
-                continue
-            return f"no {name!r} field"
-        if not fits(manifest[name]):
-            return f"{name!r} is {json.dumps(manifest[name])[:40]}, expected {expected}"
-    if manifest["kind"] == "specialized" and len(manifest["frames"]) != 1:
-        return f"'frames' is {manifest['frames']}, expected one frame count"
-    return None
-
-
 def _user_rules(sites) -> dict:
     """The user rules (fan_convert.register_rule) the sites were converted by, for the manifest."""
     names = surgery.user_rule_names([site.rule for site in sites])
@@ -269,8 +162,9 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, trust_facto
     try:
         model = _rebuild(model, manifest)
     except Exception as err:
-        raise FanFileError(f"'{path}' records sites that the rebuilt model does not have ({first_line(err)}); "
-                           "was it written for another version of the architecture? Write it again") from None
+        raise FanFileError(f"'{path}' does not fit the rebuilt model ({first_line(err)}); "
+                           "the file is damaged or was written for another version of the architecture") from None
+    _check_shapes(model, read_header(Path(path)), path)
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except Exception as err:
@@ -288,6 +182,15 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, trust_facto
         if name in manifest:
             setattr(model, f"fan_{name}", manifest[name])
     return model.eval()
+
+
+def _check_shapes(model: nn.Module, header: dict, path) -> None:
+    own = model.state_dict()
+    for name, entry in header.items():
+        if name in own and list(own[name].shape) != entry["shape"]:
+            raise FanFileError(f"'{path}' does not fit the rebuilt model (tensor {name!r} is {entry['shape']} in the file, "
+                               f"{list(own[name].shape)} in the model); the file is damaged or was written for another "
+                               "version of the architecture")
 
 
 def _rebuild(model: nn.Module, manifest: dict) -> nn.Module:

@@ -20,7 +20,8 @@ def input_layout(model: nn.Module) -> dict:
         return dict(recorded)
     for module in model.modules():
         fuse = getattr(module, "conv_fast_to_slow", None)  # pytorchvideo's FuseFastToSlow
-        if isinstance(fuse, nn.Conv3d):
+        stride = getattr(fuse, "stride", None) if isinstance(fuse, nn.Module) else None  # a FAN wrapper delegates it
+        if isinstance(stride, tuple) and len(stride) == 3:
             # the fusion conv strides the fast pathway's time axis down to the slow one's
-            return {"pathways": ["slow", "fast"], "alpha": int(fuse.stride[0])}
+            return {"pathways": ["slow", "fast"], "alpha": int(stride[0])}
     return {}
