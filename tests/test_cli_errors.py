@@ -54,6 +54,8 @@ def test_help_reads_as_usage_not_as_types():
     for command in ("specialize", "export", "budget", "train", "eval", "calibrate"):
         text = run(command, "--help").output
         assert "MODEL_FILE" in text and "<bool>" not in text and "{model_file}" not in text, command
+    for command in ("convert", "inspect", "eval", "budget"):  # one declaration of --frames, everywhere
+        assert "Frame counts, separated by spaces" in " ".join(run(command, "--help").output.split()), command
 
 
 def test_demo_help_promises_only_what_it_does():

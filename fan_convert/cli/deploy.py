@@ -100,7 +100,7 @@ def budget(
     input_size: opt.InputSize = 112,
     threads: Optional[int] = typer.Option(None, "--threads", help="torch.set_num_threads while measuring (default: torch's)."),
     accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="`fan-convert eval --json` results: the most accurate T."),
-    frames: Optional[opt.Frames] = None,
+    frames: opt.Frames = None,
     warmup: int = typer.Option(3, "--warmup", help="Untimed forwards per frame count."),
     repeats: int = typer.Option(20, "--repeats", help="Timed forwards per frame count (the median is used)."),
     as_json: bool = typer.Option(False, "--json", help="Print the table and the choice as JSON."),
