@@ -120,6 +120,7 @@ _COMMON = {
     "trained_at": (_count, "a positive frame count"),
     "input": (lambda v: isinstance(v, dict), "an object"),
     "source": (lambda v: isinstance(v, dict), "an object"),
+    "user_rules": (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of rule names"),
 }
 _BY_KIND = {
     "fan": {"plan": (_plan_field, "a conversion plan object")},
@@ -129,7 +130,7 @@ _BY_KIND = {
         "kept_alterations": (_kept_field, "{paths: [str], kernel_size: int, key: int}"),
     },
 }
-_OPTIONAL = {"input", "source", "fixed_t", "kept_alterations"}
+_OPTIONAL = {"input", "source", "user_rules", "fixed_t", "kept_alterations"}
 
 
 def _manifest_problem(manifest: dict) -> str | None:
