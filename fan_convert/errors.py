@@ -16,3 +16,14 @@ def first_line(err: BaseException, limit: int | None = 200) -> str:
     text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[0][:limit] if lines else type(err).__name__
+
+
+def describe(err: BaseException, limit: int | None = 200) -> str:
+    """``"TypeName: first line"``, or the type name alone when there is no message.
+
+    Example::
+
+        describe(ValueError("bad\nmore"))   # 'ValueError: bad'
+    """
+    line = first_line(err, limit)
+    return type(err).__name__ if line == type(err).__name__ else f"{type(err).__name__}: {line}"

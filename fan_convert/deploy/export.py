@@ -23,7 +23,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from ..context import check_frame_count, infer_frames, nearest_key
 from ..context import frames as select_frames
-from ..errors import first_line
+from ..errors import describe
 from ..io.atomic import atomic_write, check_output
 from ..surgery import get_plan, specialize
 from ..zoo.layout import input_layout
@@ -163,7 +163,7 @@ def _export_program(plain: nn.Module, example: Any, dynamic_batch: bool, t: int)
             warnings.simplefilter("ignore")
             return torch.export.export(plain, (_fresh(example),), dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as err:
-        raise ExportError(f"torch.export could not export the {t}-frame model ({type(err).__name__}: {first_line(err)})") from err
+        raise ExportError(f"torch.export could not export the {t}-frame model ({describe(err)})") from err
 
 
 def _readable(temp: str) -> None:
@@ -191,11 +191,11 @@ def _write_onnx(program, example: Any, temp: str) -> Any:
         try:
             onnx_program = torch.onnx.export(program, (_fresh(example),), dynamo=True, verbose=False, **names)
         except Exception as err:
-            raise ExportError(f"torch.onnx could not convert the exported program ({type(err).__name__}: {first_line(err)})") from err
+            raise ExportError(f"torch.onnx could not convert the exported program ({describe(err)})") from err
         try:  # one self-contained file (the weights inside: ONNX's protobuf limit is 2 GB)
             onnx_program.save(temp, external_data=False)
         except (ValueError, RuntimeError) as err:
-            raise ExportError(f"could not write a single-file ONNX model ({type(err).__name__}: {first_line(err)}); "
+            raise ExportError(f"could not write a single-file ONNX model ({describe(err)}); "
                               "models over 2 GB need --format torch-export") from err
     session = onnxruntime.InferenceSession(temp, providers=["CPUExecutionProvider"])
     inputs = [i.name for i in session.get_inputs()]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..context import frames as select_frames
+from ..errors import describe
 from ..surgery import adapt, specialize
 from .catalog import ZooEntry
 
@@ -80,7 +81,7 @@ def check_entry(entry: ZooEntry, tolerance: float = 1e-5) -> CoverageResult:
         result.specialized_params = _count(specialize(fan, entry.trained_at))
         result.passed = True
     except Exception as err:  # recorded in the table; the test re-raises it
-        result.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
+        result.error = describe(err)[:200]
     result.seconds = round(time.perf_counter() - started, 1)
     return result
 
