@@ -8,6 +8,7 @@
 """
 
 from .budget import BudgetResult, BudgetRow, choose_frames, measure_latency, read_accuracy
+from .clips import make_clip
 from .cost import gflops, interleaved_ms
 from .export import (
     FORMATS,
@@ -19,7 +20,6 @@ from .export import (
     Writer,
     export_specialized,
     export_verified,
-    make_clip,
 )
 
 __all__ = [

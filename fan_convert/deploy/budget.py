@@ -23,8 +23,8 @@ from torch import nn
 from ..context import check_frame_count, nearest_key
 from ..context import frames as select_frames
 from ..surgery import check_frames, get_plan, specialize
+from .clips import _fresh, make_clip
 from .cost import interleaved_ms
-from .export import _fresh, make_clip
 
 __all__ = ["BudgetResult", "BudgetRow", "choose_frames", "measure_latency", "read_accuracy"]
 

@@ -33,7 +33,7 @@ def gflops(model: nn.Module, t: int, input_size: int = 224, *, batch: int = 1) -
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .export import make_clip
+    from .clips import make_clip
 
     meta_model = copy.deepcopy(model).to("meta")
     clip = tree_map(lambda v: torch.zeros(v.shape, device="meta"), make_clip(model, t, input_size, batch=batch))
