@@ -96,8 +96,8 @@ def _cases(fan: bytes) -> dict:
         ("truncated", fan[: size // 2],
          f"is truncated: its tensors need {size:,} bytes, the file has {size // 2:,}; write it again"),
         ("cut in the header", fan[:100],
-         f"is not a whole safetensors file (its header length says {header_length:,} bytes, 92 follow); "
-         "the file is truncated or damaged: write it again"),
+         f"is not a safetensors file, or is truncated (its header length says {header_length:,} bytes, 92 follow); "
+         "give a file written by fan-convert, or write it again"),
         ("header length wrong", struct.pack("<Q", header_length - 7) + fan[8:], f"has a damaged safetensors header; {REDO}"),
         ("header bytes changed", fan[:8] + b"\xff\xfe" + fan[10:], f"has a damaged safetensors header; {REDO}"),
         ("random bytes", bytes(random.Random(1).getrandbits(8) for _ in range(300)), None),  # header length: any

@@ -61,8 +61,8 @@ def read_header(path: Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         length = int.from_bytes(f.read(8), "little")
         if size < 8 or length > size - 8:
-            raise FanFileError(f"'{path}' is not a whole safetensors file (its header length says {length:,} bytes, "
-                               f"{max(size - 8, 0):,} follow); the file is truncated or damaged: write it again")
+            raise FanFileError(f"'{path}' is not a safetensors file, or is truncated (its header length says {length:,} bytes, "
+                               f"{max(size - 8, 0):,} follow); give a file written by fan-convert, or write it again")
         raw = f.read(length)
     try:
         header = json.loads(raw)
