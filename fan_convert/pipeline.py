@@ -14,8 +14,9 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from .context import check_frames
 from .io import load_into, read_checkpoint
-from .surgery import adapt, check_frames
+from .surgery import adapt
 from .zoo import build
 
 

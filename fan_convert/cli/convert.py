@@ -39,7 +39,7 @@ def convert(
     """
     started = time.perf_counter()
     with step(f"converting {checkpoint} ..."):
-        from ..surgery import check_frames
+        from ..context import check_frames
 
         check_frames(frames)
         if arch is None:

@@ -50,9 +50,9 @@ def export_command(
     results = []
     done = lambda: f" (already written: {', '.join(str(r.path) for r in results)})" if results else ""  # noqa: E731
     with step(f"loading {model_file} ...", ImportError, after=done) as say:
+        from ..context import check_frames
         from ..deploy.export import WRITERS, ExportOptions, export_verified
         from ..io import check_output
-        from ..surgery import check_frames
 
         if fmt not in WRITERS:
             raise ValueError(f"--format {fmt!r} is not supported: use one of {', '.join(WRITERS)}")

@@ -121,7 +121,7 @@ def evaluate_command(
 ) -> None:
     """Accuracy at each frame count: the Temporal Deviation table, for a FAN or any plain model."""
     with step(f"loading {model_file} ...", ImportError):
-        from ..surgery import check_frames
+        from ..context import check_frames
         from ..train.data import skip_report
         from ..train.evaluate import deviation_table, evaluate, plot_results, save_results
 

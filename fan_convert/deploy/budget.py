@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..context import check_frame_count, nearest_key
+from ..context import check_frame_count, check_frames, nearest_key
 from ..context import frames as select_frames
-from ..surgery import check_frames, get_plan, specialize
+from ..surgery import get_plan, specialize
 from .clips import _fresh, make_clip
 from .cost import interleaved_ms
 
