@@ -62,6 +62,13 @@ def with_header(data: bytes, change) -> bytes:
     return join(header, body)
 
 
+def short_by_two(data: bytes) -> bytes:
+    """The same file with a header length two bytes short (the header ends in padding, so it still parses)."""
+    header, body = split(data)
+    raw = json.dumps(header, separators=(",", ":")).encode() + b"    "  # padded, as safetensors pads
+    return struct.pack("<Q", len(raw) - 2) + raw + body
+
+
 def rename_first_tensor(header):
     name = next(k for k in header if k.endswith(".weight"))
     header[name + "_renamed"] = header.pop(name)
@@ -83,7 +90,8 @@ def check_one_line(err: Exception, path) -> str:
 
 
 CASES = [
-    "truncated", "cut in the header", "header length wrong", "header bytes changed", "random bytes", "manifest not JSON",
+    "truncated", "cut in the header", "header length wrong", "header length short", "header bytes changed", "random bytes",
+    "manifest not JSON",
     "manifest not an object", "manifest field missing", "manifest field mistyped", "plan not a plan",
     "tensor names no longer fit", "tensor shapes no longer fit",
 ]
@@ -91,14 +99,16 @@ CASES = [
 
 def _cases(fan: bytes) -> dict:
     header_length = struct.unpack("<Q", fan[:8])[0]
-    size = len(fan)
+    size, short = len(fan), short_by_two(fan)
     cases = [
         ("truncated", fan[: size // 2],
          f"is truncated: its tensors need {size:,} bytes, the file has {size // 2:,}; write it again"),
         ("cut in the header", fan[:100],
          f"is not a safetensors file, or is truncated (its header length says {header_length:,} bytes, 92 follow); "
          "give a file written by fan-convert, or write it again"),
-        ("header length wrong", struct.pack("<Q", header_length - 7) + fan[8:], f"has a damaged safetensors header; {REDO}"),
+        ("header length wrong", struct.pack("<Q", header_length + 5) + fan[8:], f"has a damaged safetensors header; {REDO}"),
+        ("header length short", short,
+         f"has a damaged safetensors header (its tensors end at byte {len(short) - 2:,}, the file has {len(short):,}); {REDO}"),
         ("header bytes changed", fan[:8] + b"\xff\xfe" + fan[10:], f"has a damaged safetensors header; {REDO}"),
         ("random bytes", bytes(random.Random(1).getrandbits(8) for _ in range(300)), None),  # header length: any
         ("manifest not JSON", with_manifest(fan, lambda m: "{not json"), f"has a corrupt fan-convert manifest (not JSON); {REDO}"),

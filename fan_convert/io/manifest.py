@@ -74,6 +74,9 @@ def read_header(path: Path) -> dict[str, Any]:
     needed = 8 + length + max((v["data_offsets"][1] for v in entries), default=0)
     if needed > size:
         raise FanFileError(f"'{path}' is truncated: its tensors need {needed:,} bytes, the file has {size:,}; write it again")
+    if needed < size:
+        raise FanFileError(f"'{path}' has a damaged safetensors header (its tensors end at byte {needed:,}, the file has "
+                           f"{size:,}); {_REDO}")
     return header
 
 
