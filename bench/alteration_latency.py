@@ -11,7 +11,7 @@ forms, measured in interleaved rounds in one process, and checks all forms agree
 import argparse
 import copy
 import statistics
-import time
+from functools import partial
 
 import timm
 import torch
@@ -20,6 +20,7 @@ from rich.table import Table
 from torch import nn
 
 import fan_convert
+from fan_convert.deploy.cost import interleaved_ms
 from fan_convert.nn import WeightAlteration
 from fan_convert.testing import as_if_fine_tuned, randomize_norms
 
@@ -81,14 +82,9 @@ def main() -> None:
         "weight side: W * (1 + s) (fan-convert)": fan,
     }
     x = torch.randn(args.frames, 3, args.size, args.size)
-    times: dict[str, list[float]] = {name: [] for name in forms}
     with torch.no_grad(), fan_convert.frames(key):
         outputs = {name: model(x) for name, model in forms.items()}  # warm-up and agreement
-        for _ in range(args.rounds):
-            for name, model in forms.items():
-                start = time.perf_counter()
-                model(x)
-                times[name].append(time.perf_counter() - start)
+        times = interleaved_ms({name: partial(model, x) for name, model in forms.items()}, rounds=args.rounds, warmup=0)
 
     reference = outputs["weight side: W * (1 + s) (fan-convert)"]
     base = statistics.median(times["original (no alteration)"])
@@ -98,7 +94,7 @@ def main() -> None:
     for name in forms:
         median = statistics.median(times[name])
         diff = "-" if name.startswith("original") else f"{(outputs[name] - reference).abs().max().item():.1e}"
-        table.add_row(name, f"{1000 * median:.1f}", f"{100 * (median / base - 1):+.1f}%", diff)
+        table.add_row(name, f"{median:.1f}", f"{100 * (median / base - 1):+.1f}%", diff)
     Console(width=120).print(table)
 
 

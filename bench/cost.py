@@ -7,17 +7,18 @@ Latencies are medians of interleaved runs after warm-up, measured side by side i
 """
 
 import argparse
-import copy
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
-from torch.utils.flop_counter import FlopCounterMode
 
 import fan_convert
+from fan_convert.deploy.cost import gflops
+from fan_convert.deploy.cost import interleaved_ms as interleaved
 from fan_convert.testing import as_if_fine_tuned, count_parameters, write_video
 from fan_convert.train.loss import mutual_distillation_loss
 from fan_convert.zoo import build
@@ -26,11 +27,6 @@ KEYS = (4, 8, 16)
 console = Console(width=130)
 
 
-def gflops(model, t, size, batch=1) -> float:
-    meta = copy.deepcopy(model).to("meta")
-    with torch.no_grad(), fan_convert.frames(t), FlopCounterMode(display=False) as counter:
-        meta(torch.zeros(batch, 3, t, size, size, device="meta"))
-    return counter.get_total_flops() / 1e9
 
 
 def _vs(value: float, reference: float) -> str:
@@ -38,17 +34,9 @@ def _vs(value: float, reference: float) -> str:
 
 
 def interleaved_ms(models: dict, x: torch.Tensor, repeats: int, t: int) -> dict[str, float]:
-    times = {name: [] for name in models}
     with torch.no_grad(), fan_convert.frames(t):
-        for model in models.values():  # warm-up
-            model(x)
-            model(x)
-        for _ in range(repeats):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(x)
-                times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(v) for name, v in times.items()}
+        times = interleaved({name: partial(model, x) for name, model in models.items()}, rounds=repeats, warmup=2)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def markdown(title: str, header: list[str], rows: list[list[str]]) -> str:
@@ -148,15 +136,7 @@ def training_step(spec: str, batch: int, size: int, repeats: int, **kwargs) -> s
         opts[t].step()
 
     steps = {"FAN (4+8+16)": fan_step, **{f"ST at {t}": (lambda t=t: st_step(t)) for t in KEYS}}
-    times = {name: [] for name in steps}
-    for step in steps.values():
-        step()
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    ms = {name: 1000 * statistics.median(v) for name, v in times.items()}
+    ms = {name: statistics.median(v) for name, v in interleaved(steps, rounds=repeats, warmup=1).items()}
     st_total = sum(ms[f"ST at {t}"] for t in KEYS)
     rows = [[name, f"{value:.1f}"] for name, value in ms.items()]
     rows.append(["sum of the three ST steps", f"{st_total:.1f}"])
@@ -181,13 +161,9 @@ def data_loading(repeats: int) -> str:
         items = [Item(path, 0)]
         loaders = {"FAN: one decode, 4+8+16 views": MultiViewClips(items, KEYS, train=True)}
         loaders |= {f"ST at {t}: one decode, one view": MultiViewClips(items, (t,), train=True) for t in KEYS}
-        times = {name: [] for name in loaders}
-        for _ in range(max(repeats // 2, 3)):
-            for name, loader in loaders.items():
-                start = time.perf_counter()
-                loader[0]
-                times[name].append(time.perf_counter() - start)
-    ms = {name: 1000 * statistics.median(v) for name, v in times.items()}
+        times = interleaved({name: partial(loader.__getitem__, 0) for name, loader in loaders.items()},
+                            rounds=max(repeats // 2, 3), warmup=0)
+    ms = {name: statistics.median(v) for name, v in times.items()}
     st_total = sum(v for name, v in ms.items() if name.startswith("ST"))
     rows = [[name, f"{value:.1f}"] for name, value in ms.items()]
     fan_ms = ms["FAN: one decode, 4+8+16 views"]

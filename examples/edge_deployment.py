@@ -40,5 +40,6 @@ measured = [row.latency_ms for row in choose_frames(fan, 1e9, size=64, repeats=3
 budget = (min(measured) + max(measured)) / 2  # a budget that the cheapest frame count meets
 result = choose_frames(fan, budget, size=64, repeats=3, warmup=1)
 for row in result.rows:
-    console.print(f"T={row.t:2d}: {row.latency_ms:7.1f} ms {'fits' if row.fits else 'too slow'}", highlight=False)
+    latency = "not measured (a smaller T was already too slow)" if row.latency_ms is None else f"{row.latency_ms:7.1f} ms"
+    console.print(f"T={row.t:2d}: {latency} {'fits' if row.fits else 'too slow'}", highlight=False)
 print(f"budget {budget:.1f} ms -> run at {result.chosen} frames")

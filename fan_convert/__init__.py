@@ -86,6 +86,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from .deploy import choose_frames, export_specialized, export_verified  # noqa: F401
     from .io import load, read_checkpoint, read_manifest, save, save_specialized  # noqa: F401
     from .nn import NotFoldableError  # noqa: F401
+    from .pipeline import from_checkpoint  # noqa: F401
     from .surgery import (  # noqa: F401
         ConversionPlan,
         Rule,

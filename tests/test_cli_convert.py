@@ -147,7 +147,7 @@ def test_unwritable_directory_and_full_disk_leave_nothing(tmp_path, pretrained, 
 def test_specialize_errors(tmp_path, pretrained):
     _, ckpt = pretrained
     one_line_error(run("specialize", tmp_path / "none.safetensors", "--frames", 8), "does not exist")
-    one_line_error(run("specialize", ckpt, "--frames", 8), "as safetensors")
+    one_line_error(run("specialize", ckpt, "--frames", 8), "is not a safetensors file, or is truncated")
 
 
 def _write(path, data):

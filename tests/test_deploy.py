@@ -234,40 +234,121 @@ def test_cli_export_bad_inputs_fail_in_one_line(fan_file, tmp_path):
     assert "does not exist" in one_line_error(invoke("export", tmp_path / "nope.safetensors", "--frames", "8"))
 
 
+
+class FusedTwoPathway(TwoPathway):
+    """TwoPathway with a SlowFast-style fusion conv striding the fast time axis down by 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.fuse = nn.Module()
+        self.fuse.conv_fast_to_slow = nn.Conv3d(4, 4, 1, stride=(4, 1, 1))
+
+    def forward(self, x):
+        slow, fast = x
+        fused = torch.cat([self.slow(slow), self.fuse.conv_fast_to_slow(self.fast(fast))], 1)
+        return self.head(fused.mean((2, 3, 4)))
+
+
+def test_the_input_layout_is_found_in_the_model_and_recorded_in_the_file(tmp_path):
+    from fan_convert.zoo.layout import input_layout
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fan = fan_convert.adapt(FusedTwoPathway().eval(), frames=(4, 8))
+    assert input_layout(fan) == {"pathways": ["slow", "fast"], "alpha": 4} and input_layout(TwoPathway()) == {}
+    assert [tuple(c.shape) for c in make_clip(fan, 8, 16)] == [(1, 3, 2, 16, 16), (1, 3, 8, 16, 16)]
+    path = fan_convert.save(fan, tmp_path / "sf.safetensors")
+    assert fan_convert.read_manifest(path)["input"] == {"pathways": ["slow", "fast"], "alpha": 4}
+    loaded = fan_convert.load(path, model=FusedTwoPathway())
+    assert loaded.fan_input == {"pathways": ["slow", "fast"], "alpha": 4}
+    loaded.fan_input = {"pathways": ["slow", "fast"], "alpha": 2}  # what the file records comes first
+    assert [c.shape[2] for c in make_clip(loaded, 16, 16)] == [8, 16]
+    assert "input" not in fan_convert.read_manifest(fan_convert.save(tiny_fan(), tmp_path / "one.safetensors"))
+
+
+@pytest.mark.slow
+def test_pytorchvideo_slowfast_layout_is_read_from_the_model():
+    from fan_convert.zoo.layout import input_layout
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert input_layout(build("pytorchvideo:slowfast_r50")) == {"pathways": ["slow", "fast"], "alpha": 4}
+
+
+def test_interleaved_ms_warms_up_interleaves_and_stops():
+    from fan_convert.deploy import interleaved_ms
+
+    order = []
+    runs = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    times = interleaved_ms(runs, rounds=3, warmup=2, stop=lambda t: {"b"} if len(t["b"]) == 1 else set())
+    assert order == ["a", "a", "a", "b", "b", "b", "c", "c", "c", "a", "c", "a", "c"]
+    assert [len(times[n]) for n in "abc"] == [3, 1, 3] and all(v >= 0 for v in times["a"])
+
+
+def test_gflops_counts_without_computing(fan):
+    from fan_convert.deploy import gflops
+
+    g4, g8 = gflops(fan, 4, SIZE), gflops(fan, 8, SIZE)
+    assert 0 < g4 < g8 and abs(g8 / g4 - 2) < 0.05
+    assert gflops(nn.Linear(3, 3), 4, SIZE) is None  # does not take clips: no count, no crash
+    assert all(p.device.type == "cpu" for p in fan.parameters())
+
+
 # --- budget --------------------------------------------------------------------------------
 
 
-def fake_latency(calls):
-    def measure(model, t, **kwargs):
-        calls.append((model, t, kwargs))
-        return 10.0 * t  # 4 -> 40 ms, 8 -> 80 ms, 16 -> 160 ms
+def fake_timing(calls):
+    """interleaved_ms with made-up latencies (10 ms per frame) and the real stopping rule."""
+    def interleaved_ms(runs, *, rounds, warmup=0, sync=None, stop=None):
+        times, stopped = {t: [] for t in runs}, set()
+        for _ in range(rounds):
+            for t, run in runs.items():
+                if t not in stopped:
+                    calls.append((t, run))
+                    times[t].append(10.0 * t)  # 4 -> 40 ms, 8 -> 80 ms, 16 -> 160 ms
+                    stopped |= set(stop(times)) if stop else set()
+        return times
 
-    return measure
+    return interleaved_ms
 
 
 def test_choose_frames_takes_the_largest_t_that_fits(fan, monkeypatch):
-    calls = []
-    monkeypatch.setattr(budget_module, "measure_latency", fake_latency(calls))
-    result = choose_frames(fan, 85, candidates=[4, 6, 8, 12, 16], batch=2, size=SIZE, threads=1)
+    calls, lines = [], []
+    monkeypatch.setattr(budget_module, "interleaved_ms", fake_timing(calls))
+    result = choose_frames(fan, 85, candidates=[4, 6, 8, 12, 16], batch=2, size=SIZE, threads=1, progress=lines.append)
     assert [(r.t, r.key, r.latency_ms, r.accuracy, r.fits) for r in result.rows] == [
         (4, 4, 40.0, None, True), (6, 8, 60.0, None, True), (8, 8, 80.0, None, True),
         (12, 16, 120.0, None, False), (16, 16, 160.0, None, False),
     ]
     assert result.chosen == 8 and result.rule == "largest T"
     assert "T=8 (key 8): 80.0 ms <= 85 ms" in result.message
-    # what was measured is the plain specialized model (what deployment runs), as asked
-    for model, t, kwargs in calls:
+    # 160 ms is over by half again at once; 120 ms only after three runs
+    assert [r.runs for r in result.rows] == [20, 20, 20, 3, 1]
+    assert lines[0].startswith("measuring T=4, 6, 8, 12, 16 (batch 2, ")
+    assert "T=16: fastest run 160.0 ms > 85 ms, stopped measuring it" in lines
+    assert "T=12: fastest run 120.0 ms > 85 ms, stopped measuring it" in lines
+    # what was measured is the plain specialized model (what deployment runs), on the asked clip
+    for t, run in calls:
+        model, clip = run.args
         assert not hasattr(model, "fan_plan")
         assert not any(isinstance(m, (fan_convert.NormBank, fan_convert.WeightAlteration)) for m in model.modules())
-        assert kwargs["batch"] == 2 and kwargs["size"] == SIZE and kwargs["threads"] == 1
-        assert tuple(kwargs["example_input"].shape) == (2, 3, t, SIZE, SIZE)
+        assert tuple(clip.shape) == (2, 3, t, SIZE, SIZE)
     assert json.loads(json.dumps(result.to_dict()))["chosen"] == 8
     # default candidates: the trained keys
     assert [r.t for r in choose_frames(fan, 85, size=SIZE).rows] == list(KEYS)
 
 
+def test_larger_t_are_not_measured_once_a_smaller_one_is_over_budget(fan, monkeypatch):
+    calls = []
+    monkeypatch.setattr(budget_module, "interleaved_ms", fake_timing(calls))
+    result = choose_frames(fan, 50, size=SIZE, repeats=5)  # 80 ms > 1.5 x 50: T=8 stops, T=16 never runs
+    assert [(r.t, r.latency_ms, r.runs) for r in result.rows] == [(4, 40.0, 5), (8, 80.0, 1), (16, None, 0)]
+    assert 16 not in {t for t, _ in calls} and result.chosen == 4
+    assert "T=16" not in result.message and json.loads(json.dumps(result.to_dict()))["rows"][2]["latency_ms"] is None
+
+
 def test_choose_frames_with_accuracy_takes_the_most_accurate_t_that_fits(fan, monkeypatch):
-    monkeypatch.setattr(budget_module, "measure_latency", fake_latency([]))
+    monkeypatch.setattr(budget_module, "interleaved_ms", fake_timing([]))
     accuracy = {4: 50.0, 6: 63.0, 8: 61.0, 12: 70.0, 16: 72.0}
     result = choose_frames(fan, 85, accuracy=accuracy, size=SIZE)
     assert [r.t for r in result.rows] == [4, 6, 8, 12, 16]  # untrained T from the accuracy table too
@@ -277,7 +358,7 @@ def test_choose_frames_with_accuracy_takes_the_most_accurate_t_that_fits(fan, mo
 
 
 def test_nothing_fits_names_the_fastest_option(fan, monkeypatch):
-    monkeypatch.setattr(budget_module, "measure_latency", fake_latency([]))
+    monkeypatch.setattr(budget_module, "interleaved_ms", fake_timing([]))
     result = choose_frames(fan, 30, size=SIZE)
     assert result.chosen is None and all(not r.fits for r in result.rows)
     assert result.fastest.t == 4
@@ -326,7 +407,7 @@ def test_read_accuracy_takes_the_first_model_top1(tmp_path):
 
 
 def test_cli_budget_prints_the_table_and_the_choice(fan_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(budget_module, "measure_latency", fake_latency([]))
+    monkeypatch.setattr(budget_module, "interleaved_ms", fake_timing([]))
     result = invoke("budget", fan_file, "--latency-ms", 100, "--input-size", SIZE, "--frames", 4, 6, 8, 12, 16)
     assert result.exit_code == 0, result.output
     assert "chosen: T=8 (key 8): 80.0 ms <= 100 ms" in result.output
@@ -340,9 +421,12 @@ def test_cli_budget_prints_the_table_and_the_choice(fan_file, tmp_path, monkeypa
 
 
 def test_cli_budget_nothing_fits_is_one_line_exit_2(fan_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(budget_module, "measure_latency", fake_latency([]))
-    line = one_line_error(invoke("budget", fan_file, "--latency-ms", 20, "--input-size", SIZE, "--threads", 2))
-    assert "no frame count fits 20 ms" in line and "fastest is T=4 (key 4) at 40.0 ms" in line
+    monkeypatch.setattr(budget_module, "interleaved_ms", fake_timing([]))
+    result = invoke("budget", fan_file, "--latency-ms", 20, "--input-size", SIZE, "--threads", 2)
+    assert result.exit_code == 2
+    *measuring, line = result.output.strip().splitlines()  # progress lines, then the one error line
+    assert measuring[0].startswith("measuring T=4, 8, 16") and not any(m.startswith("error") for m in measuring)
+    assert line.startswith("error: no frame count fits 20 ms") and "fastest is T=4 (key 4) at 40.0 ms" in line
     bad = tmp_path / "bad.json"
     bad.write_text("not json")
     assert "is not JSON" in one_line_error(invoke("budget", fan_file, "--latency-ms", 20, "--accuracy", bad))

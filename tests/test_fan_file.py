@@ -90,8 +90,11 @@ def test_files_that_are_not_fan_checkpoints(tmp_path):
     with pytest.raises(FanFileError, match="no fan-convert manifest"):
         read_manifest(plain)
     broken = tmp_path / "broken.safetensors"
-    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    with pytest.raises(FanFileError, match="truncated or corrupt"):
+    broken.write_bytes(b"\x09\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(FanFileError, match=f"^'{broken}' has a damaged safetensors header; the file is damaged: write it again"):
+        read_manifest(broken)
+    broken.write_bytes(b"PK\x03\x04 a zip, as torch.save writes")
+    with pytest.raises(FanFileError, match="is not a safetensors file, or is truncated"):
         read_manifest(broken)
     with pytest.raises(FanFileError, match="does not exist"):
         read_manifest(tmp_path / "missing.safetensors")

@@ -1,26 +1,102 @@
-"""Shared pieces of the ``fan-convert`` command line: the typer app, errors, option parsing."""
+"""Shared pieces of the ``fan-convert`` command line: the typer app, errors, argument parsing.
+
+Nothing here imports torch: ``--help`` and ``--version`` answer at once, and each command says
+what it is doing before the heavy imports start.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn pretrained video models into Frame Adaptive Networks.")
+from .. import __version__
+from ..errors import first_line
+
 console = Console(soft_wrap=True)
-
 _ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, OSError)
 _MULTI_VALUE = {"--frames", "-f", "--targets", "--exclude", "--allow-missing", "--allow-unexpected"}
+_FRAME_FLAGS = {"--frames", "-f"}
+_NUMBER = re.compile(r"-\d+")
+_COMMA_LIST = re.compile(r"[^,\s]+(,[^,\s]*)+")
+
+
+class _Plain:
+    """Help without type tags on flags (``--force`` takes no value) and a usage line that reads
+    ``CHECKPOINT`` where typer writes ``{checkpoint}``."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar or param.name.upper()
+                name = name if param.required else f"[{name}]"
+                pieces.append(name + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+
+class _Command(_Plain, TyperCommand):
+    pass
+
+
+class _Group(_Plain, TyperGroup):
+    pass
+
+
+class _App(typer.Typer):
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _App(cls=_Group, add_completion=False, no_args_is_help=True, help="Turn pretrained video models into Frame Adaptive Networks.")
+
+
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str) -> None:
     from rich.markup import escape
 
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code=2)
+
+
+@contextmanager
+def step(message: str | None, *extra: type[BaseException], after: Callable[[], str] = str) -> Iterator[Callable[[str], None]]:
+    """Show ``message`` with a spinner while the block runs (on a terminal; it leaves no line
+    behind) and turn the errors a user can fix into one ``error: <message><after()>`` line, exit
+    code 2. Yields a function that changes the message. ``message=None``: no spinner (for steps
+    that show their own progress)."""
+    spinner = errors.status(message) if message is not None and errors.is_terminal else None
+    if spinner is not None:
+        spinner.start()
+    try:
+        yield (spinner.update if spinner is not None else lambda text: None)
+    except _ERRORS + extra as err:
+        if spinner is not None:
+            spinner.stop()
+        _fail(first_line(err, limit=None) + after())
+    finally:
+        if spinner is not None:
+            spinner.stop()
+
+
+def progress(message: str) -> None:
+    """One line of progress on stderr (stdout stays clean for --json)."""
+    errors.print(message, style="dim", highlight=False)
 
 
 def _targets(values: List[str]):
@@ -31,7 +107,7 @@ def _targets(values: List[str]):
     return values
 
 
-def _arch_kwargs(num_classes: Optional[int], temporal: Optional[str], pairs: Optional[List[str]], spec: str) -> dict:
+def _arch_kwargs(num_classes: Optional[int], temporal: Optional[str], pairs: Optional[List[str]]) -> dict:
     kwargs: dict = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -54,20 +130,20 @@ def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
     if version:
-        from .. import __version__
-
         console.print(f"fan-convert {__version__}")
         raise typer.Exit()
     if ctx.invoked_subcommand is None:
         console.print(ctx.get_help())
 
 
-
 def _expand_multi_values(args: list[str]) -> list[str]:
-    """Let list options take several values after one flag (``--frames 4 8 16``)."""
+    """Let list options take several values after one flag (``--frames 4 8 16``); a negative
+    number after ``--frames`` is a (bad) frame count, not an option."""
     expanded, flag = [], None
     for arg in args:
-        if arg.startswith("-"):
+        if flag in _FRAME_FLAGS and _COMMA_LIST.fullmatch(arg):
+            _fail(f"--frames takes frame counts separated by spaces: --frames {' '.join(arg.replace(',', ' ').split())} (not {arg})")
+        if arg.startswith("-") and not (flag in _FRAME_FLAGS and _NUMBER.fullmatch(arg)):
             flag = arg if arg in _MULTI_VALUE else None
             expanded.append(arg)
         elif flag and expanded[-1] != flag:
@@ -88,4 +164,8 @@ def cli_args(argv: List[str]) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    app(args=cli_args(sys.argv[1:] if argv is None else argv), prog_name="fan-convert")
+    try:
+        args = cli_args(sys.argv[1:] if argv is None else argv)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    app(args=args, prog_name="fan-convert")

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
-from ._app import _ERRORS, _fail, app, console
+from . import options as opt
+from ._app import _fail, app, console, progress, step
 
 
 def _load_fan(path: Path, trust_factory: bool, command: str):
@@ -34,36 +34,37 @@ def _file_size(n: int) -> str:
 
 @app.command(name="export")
 def export_command(
-    model_file: Path = typer.Argument(..., help="A FAN .safetensors written by `fan-convert convert` (or train)."),
+    model_file: Path = typer.Argument(..., metavar="MODEL_FILE", help="A FAN .safetensors written by `fan-convert convert` (or train)."),
     frames: List[str] = typer.Option(..., "--frames", "-f", help="Frame count(s) to export (--frames 8), or --frames all."),
     fmt: str = typer.Option("torch-export", "--format", help="torch-export (.pt2) or onnx (needs the onnx extra)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file; OUT_T.ext each for several T (default: MODEL_T.pt2)."),
-    input_size: int = typer.Option(224, "--input-size", help="Spatial size of the clip used to export and verify."),
-    batch: int = typer.Option(1, "--batch", help="Videos in the export/verification clip."),
+    output: opt.Output("MODEL_T.pt2; OUT_T.ext each for several T") = None,
+    input_size: opt.InputSize = 224,
+    batch: opt.Batch = 1,
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Export with a dynamic batch dimension."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest allowed max |artifact - FAN| on the verification clip."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
-    keep_unfoldable: bool = typer.Option(False, "--keep-unfoldable", help="Keep kernel>1 alterations as modules instead of refusing."),
-    trust_factory: bool = typer.Option(False, "--trust-factory", help="Allow a module.path:factory architecture recorded in the file."),
+    force: opt.Force = False,
+    keep_unfoldable: opt.KeepUnfoldable = False,
+    trust_factory: opt.TrustFactory = False,
 ) -> None:
     """Export the plain model for one or more frame counts (torch.export .pt2 or ONNX), each verified against the FAN."""
-    from ..deploy.export import FORMATS, SUFFIXES, export_verified
-    from ..io import check_output
-    from ..surgery import check_frames
-
     results = []
-    try:
-        if fmt not in FORMATS:
-            raise ValueError(f"--format {fmt!r} is not supported: use one of {', '.join(FORMATS)}")
+    done = lambda: f" (already written: {', '.join(str(r.path) for r in results)})" if results else ""  # noqa: E731
+    with step(f"loading {model_file} ...", ImportError, after=done) as say:
+        from ..context import check_frames
+        from ..deploy.export import WRITERS, ExportOptions, export_verified
+        from ..io import check_output
+
+        if fmt not in WRITERS:
+            raise ValueError(f"--format {fmt!r} is not supported: use one of {', '.join(WRITERS)}")
         fan = _load_fan(model_file, trust_factory, "export")
         if [f.lower() for f in frames] == ["all"]:
             counts = tuple(fan.fan_plan.frames)
         else:
-            bad = [f for f in frames if not f.isdigit()]
+            bad = [f for f in frames if not f.lstrip("-").isdigit()]
             if bad:
                 raise ValueError(f"--frames got {bad[0]!r}: give frame counts (e.g. --frames 8) or all")
             counts = check_frames([int(f) for f in frames])
-        suffix = SUFFIXES[fmt]
+        suffix = WRITERS[fmt].suffix
         if output is None:
             outputs = {t: model_file.with_name(f"{model_file.name.split('.')[0]}_{t}{suffix}") for t in counts}
         elif len(counts) == 1 and [f.lower() for f in frames] != ["all"]:
@@ -72,12 +73,13 @@ def export_command(
             outputs = {t: output.with_name(f"{output.stem}_{t}{output.suffix or suffix}") for t in counts}
         for path in outputs.values():
             check_output(path, overwrite=force)
+        options = ExportOptions(format=fmt, input_size=input_size, batch=batch, dynamic_batch=dynamic_batch, overwrite=force,
+                                atol=atol, unfoldable="keep" if keep_unfoldable else "error")
         for t, path in outputs.items():
-            results.append(export_verified(fan, t, path, format=fmt, input_size=input_size, batch=batch, dynamic_batch=dynamic_batch,
-                                           overwrite=force, atol=atol, unfoldable="keep" if keep_unfoldable else "error"))
-    except _ERRORS + (ImportError,) as err:
-        done = f" (already written: {', '.join(str(r.path) for r in results)})" if results else ""
-        _fail(str(err).strip("'\"") + done)
+            say(f"exporting {t} frames to {path} and checking it against the FAN ...")
+            results.append(export_verified(fan, t, path, options=options))
+    from rich.table import Table
+
     table = Table(title=f"{model_file.name} exported ({fmt}), each artifact reloaded and checked against the FAN")
     for column in ("frames", "key", "artifact", "size on disk", "max |diff|", "input", "time"):
         table.add_column(column, justify="left" if column == "artifact" else "right")
@@ -91,40 +93,46 @@ def export_command(
 
 @app.command()
 def budget(
-    model_file: Path = typer.Argument(..., help="A FAN .safetensors."),
+    model_file: Path = typer.Argument(..., metavar="MODEL_FILE", help="A FAN .safetensors."),
     latency_ms: float = typer.Option(..., "--latency-ms", help="Latency budget for one forward of --batch clips, in ms."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    batch: int = typer.Option(1, "--batch", help="Clips per forward."),
-    input_size: int = typer.Option(112, "--input-size", help="Spatial size of the clips."),
+    device: opt.Device = "cpu",
+    batch: opt.Batch = 1,
+    input_size: opt.InputSize = 112,
     threads: Optional[int] = typer.Option(None, "--threads", help="torch.set_num_threads while measuring (default: torch's)."),
     accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="`fan-convert eval --json` results: the most accurate T."),
-    frames: Optional[List[int]] = typer.Option(None, "--frames", "-f", help="Candidates (default: keys + T in --accuracy)."),
+    frames: opt.Frames = None,
     warmup: int = typer.Option(3, "--warmup", help="Untimed forwards per frame count."),
     repeats: int = typer.Option(20, "--repeats", help="Timed forwards per frame count (the median is used)."),
     as_json: bool = typer.Option(False, "--json", help="Print the table and the choice as JSON."),
-    trust_factory: bool = typer.Option(False, "--trust-factory", help="Allow a module.path:factory architecture recorded in the file."),
+    trust_factory: opt.TrustFactory = False,
 ) -> None:
-    """Measure the specialized model at each frame count and choose the largest (or most accurate) T within a latency budget."""
-    from ..deploy.budget import choose_frames, read_accuracy
+    """Measure the specialized model at each frame count and choose the largest (or most accurate) T within a latency budget.
 
-    try:
+    --frames: the candidates (default: the trained keys and every T in --accuracy). Frame counts
+    already over the budget are not measured further, nor are larger ones.
+    """
+    with step(f"loading {model_file} ..."):
+        from ..deploy.budget import choose_frames, read_accuracy
+
         table = read_accuracy(accuracy) if accuracy is not None else None
         fan = _load_fan(model_file, trust_factory, "budget")
+    with step("measuring ..."):
         result = choose_frames(fan, latency_ms, candidates=frames or None, batch=batch, size=input_size, device=device,
-                               threads=threads, accuracy=table, warmup=warmup, repeats=repeats)
-    except _ERRORS as err:
-        _fail(str(err).strip("'\""))
+                               threads=threads, accuracy=table, warmup=warmup, repeats=repeats, progress=progress)
     if result.chosen is None:
         _fail(result.message)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
+    from rich.table import Table
+
     view = Table(title=f"{model_file.name}: latency budget {latency_ms:g} ms")
     for column in ("frames", "key", "latency (ms)", "top-1", "fits"):
         view.add_column(column, justify="right")
     for r in result.rows:
         style = "bold green" if r.t == result.chosen else None
-        view.add_row(str(r.t), str(r.key) + ("" if r.trained else " (nearest)"), f"{r.latency_ms:.1f}",
+        latency = "not measured" if r.latency_ms is None else f"{r.latency_ms:.1f}"
+        view.add_row(str(r.t), str(r.key) + ("" if r.trained else " (nearest)"), latency,
                      "-" if r.accuracy is None else f"{r.accuracy:.2f}", "yes" if r.fits else "no", style=style)
     console.print(view)
     console.print(f"chosen: {result.message}", highlight=False)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
-from ._app import _ERRORS, _arch_kwargs, _fail, app, console
+from . import options as opt
+from ._app import _arch_kwargs, app, console, step
 
 
 def _dataset(data: str, list_file: Optional[Path], classes: Optional[Path], frames, *, train: bool, crop: int, resize: int,
@@ -25,12 +26,10 @@ def _dataset(data: str, list_file: Optional[Path], classes: Optional[Path], fram
 
 def _load_any(path: Path, arch: Optional[str], kwargs: dict, trust_pickle: bool, trust_factory: bool):
     """A FAN or specialized file (rebuilt from its manifest), or a plain checkpoint with --arch."""
-    from ..io import load, load_into, read_checkpoint
-    from ..zoo import build
+    from ..io import FanFileError, load, read_manifest
+    from ..pipeline import load_pretrained
 
     if path.suffix == ".safetensors":
-        from ..io import FanFileError, read_manifest
-
         try:
             read_manifest(path)
             return load(path, trust_factory=trust_factory)
@@ -39,19 +38,17 @@ def _load_any(path: Path, arch: Optional[str], kwargs: dict, trust_pickle: bool,
                 raise
     if arch is None:
         raise ValueError(f"'{path}' is a plain checkpoint: give its architecture with --arch (e.g. --arch torchvision:r3d_18)")
-    model = build(arch, **kwargs)
-    load_into(model, read_checkpoint(path, trust_pickle=trust_pickle).tensors)
-    return model.eval()
+    return load_pretrained(path, arch, arch_kwargs=kwargs, trust_pickle=trust_pickle)
 
 
 @app.command()
 def train(
-    model_file: Path = typer.Argument(..., help="A FAN .safetensors (from `fan-convert convert`)."),
-    data: str = typer.Option(..., "--data", help="Videos root (root/<class>/*.mp4), the root of --list paths, or 'builtin'."),
-    list_file: Optional[Path] = typer.Option(None, "--list", help="Annotation list: 'path label' per line."),
-    classes: Optional[Path] = typer.Option(None, "--classes", help="Class-name file for --list labels."),
+    model_file: Path = typer.Argument(..., metavar="MODEL_FILE", help="A FAN .safetensors (from `fan-convert convert`)."),
+    data: opt.Data = ...,
+    list_file: opt.ListFile = None,
+    classes: opt.Classes = None,
     epochs: int = typer.Option(5, "--epochs"),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    batch_size: opt.BatchSize = 16,
     lr: float = typer.Option(0.01, "--lr"),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adamw"),
     schedule: str = typer.Option("cosine", "--schedule", help="cosine or step"),
@@ -61,23 +58,23 @@ def train(
     amp: str = typer.Option("off", "--amp", help="off, bf16 or fp16 (CUDA)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels-last memory format for conv weights."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
-    crop: int = typer.Option(112, "--crop", help="Spatial crop size."),
-    resize: int = typer.Option(128, "--resize", help="Short side after decoding."),
+    workers: opt.Workers = 0,
+    crop: opt.Crop = 112,
+    resize: opt.Resize = 128,
     flip: bool = typer.Option(False, "--flip", help="Random horizontal flips (not for left/right classes)."),
     out_dir: Path = typer.Option(Path("runs/fan"), "--out-dir", help="Checkpoints, log.jsonl and the trained model."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Steps between checkpoints (0: each epoch)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/last.safetensors."),
-    device: str = typer.Option("auto", "--device", help="auto (this rank's GPU if any), cpu, cuda or cuda:N."),
-    seed: int = typer.Option(0, "--seed"),
-    trust_factory: bool = typer.Option(False, "--trust-factory", help="Allow a module.path:factory architecture recorded in the file."),
+    device: opt.Device = "auto",
+    seed: opt.Seed = 0,
+    trust_factory: opt.TrustFactory = False,
 ) -> None:
     """Fine-tune a FAN with mutual distillation (CPU, GPU, or `torchrun ... -m fan_convert train`)."""
-    from ..io import load, save
-    from ..train.data import skip_report
-    from ..train.trainer import TrainConfig, Trainer
+    with step(f"loading {model_file} ..."):
+        from ..io import load, save
+        from ..train.data import skip_report
+        from ..train.trainer import TrainConfig, Trainer
 
-    try:
         fan = load(model_file, trust_factory=trust_factory)
         frames = fan.fan_plan.frames
         dataset = _dataset(data, list_file, classes, frames, train=True, crop=crop, resize=resize, flip=flip)
@@ -91,11 +88,10 @@ def train(
             if not trainer.checkpoint_path.exists():
                 raise ValueError(f"nothing to resume: '{trainer.checkpoint_path}' does not exist; run without --resume")
             trainer.resume(trainer.checkpoint_path)
+    with step(None):
         history = trainer.fit()
         if trainer.rank == 0:
             written = save(trainer.model.cpu(), out_dir / "fan.safetensors", overwrite=True)
-    except _ERRORS as err:
-        _fail(str(err).strip("'\""))
     if trainer.rank == 0:
         last = history[-1] if history else {}
         shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith(("loss", "acc")))
@@ -106,33 +102,34 @@ def train(
 
 @app.command(name="eval")
 def evaluate_command(
-    model_file: Path = typer.Argument(..., help="A FAN or specialized .safetensors, or a plain checkpoint with --arch."),
-    data: str = typer.Option(..., "--data", help="Videos root, the root of --list paths, or 'builtin'."),
-    list_file: Optional[Path] = typer.Option(None, "--list", help="Annotation list: 'path label' per line."),
-    classes: Optional[Path] = typer.Option(None, "--classes", help="Class-name file for --list labels."),
-    frames: List[int] = typer.Option([2, 4, 6, 8, 12, 16], "--frames", "-f", help="Frame counts to evaluate."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of a plain checkpoint."),
-    temporal: Optional[str] = typer.Option(None, "--temporal", help="For timm: backbones: tsn or tsm."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes"),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    crop: int = typer.Option(112, "--crop"),
-    resize: int = typer.Option(128, "--resize"),
+    model_file: Path = typer.Argument(..., metavar="MODEL_FILE", help="A FAN or specialized .safetensors, or a checkpoint with --arch."),
+    data: opt.Data = ...,
+    list_file: opt.ListFile = None,
+    classes: opt.Classes = None,
+    frames: opt.Frames = [2, 4, 6, 8, 12, 16],  # noqa: B006
+    arch: opt.Arch = None,
+    temporal: opt.Temporal = None,
+    num_classes: opt.NumClasses = None,
+    batch_size: opt.BatchSize = 16,
+    crop: opt.Crop = 112,
+    resize: opt.Resize = 128,
     as_json: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write accuracy vs frames as PNG (needs matplotlib)."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda (this rank's GPU), cuda:N or auto."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes (decoding in parallel)."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle"),
-    trust_factory: bool = typer.Option(False, "--trust-factory"),
+    device: opt.Device = "cpu",
+    workers: opt.Workers = 0,
+    trust_pickle: opt.TrustPickle = False,
+    trust_factory: opt.TrustFactory = False,
 ) -> None:
     """Accuracy at each frame count: the Temporal Deviation table, for a FAN or any plain model."""
-    from ..surgery import check_frames
-    from ..train.data import skip_report
-    from ..train.evaluate import deviation_table, evaluate, plot_results, save_results
+    with step(f"loading {model_file} ...", ImportError):
+        from ..context import check_frames
+        from ..train.data import skip_report
+        from ..train.evaluate import deviation_table, evaluate, plot_results, save_results
 
-    try:
         frames = check_frames(frames)
-        model = _load_any(model_file, arch, _arch_kwargs(num_classes, temporal, None, arch or ""), trust_pickle, trust_factory)
+        model = _load_any(model_file, arch, _arch_kwargs(num_classes, temporal, None), trust_pickle, trust_factory)
         dataset = _dataset(data, list_file, classes, frames, train=False, crop=crop, resize=resize, split="val")
+    with step(None, ImportError):
         results = {model_file.name: evaluate(model, dataset, frames, batch_size=batch_size, device=device,
                                                   num_workers=workers)}
         keys = model.fan_plan.frames if hasattr(model, "fan_plan") else ()
@@ -140,8 +137,6 @@ def evaluate_command(
             save_results(results, as_json)
         if plot:
             plot_results(results, plot, keys)
-    except _ERRORS + (ImportError,) as err:
-        _fail(str(err).strip("'\""))
     console.print(deviation_table(results, keys))
     skipped = skip_report(results[model_file.name][frames[0]]["skipped_videos"])
     if skipped:
@@ -150,33 +145,32 @@ def evaluate_command(
 
 @app.command()
 def calibrate(
-    model_file: Path = typer.Argument(..., help="A FAN .safetensors."),
-    data: str = typer.Option(..., "--data", help="Videos root, the root of --list paths, or 'builtin'."),
-    list_file: Optional[Path] = typer.Option(None, "--list"),
-    classes: Optional[Path] = typer.Option(None, "--classes"),
+    model_file: Path = typer.Argument(..., metavar="MODEL_FILE", help="A FAN .safetensors."),
+    data: opt.Data = ...,
+    list_file: opt.ListFile = None,
+    classes: opt.Classes = None,
     batches: int = typer.Option(10, "--batches", help="Batches of each frame count's views."),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    crop: int = typer.Option(112, "--crop"),
-    resize: int = typer.Option(128, "--resize"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output (default: MODEL.calibrated.safetensors)."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda (this rank's GPU), cuda:N or auto."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes (decoding in parallel)."),
-    force: bool = typer.Option(False, "--force"),
-    trust_factory: bool = typer.Option(False, "--trust-factory"),
+    batch_size: opt.BatchSize = 16,
+    crop: opt.Crop = 112,
+    resize: opt.Resize = 128,
+    output: opt.Output("MODEL.calibrated.safetensors") = None,
+    device: opt.Device = "cpu",
+    workers: opt.Workers = 0,
+    force: opt.Force = False,
+    trust_factory: opt.TrustFactory = False,
 ) -> None:
     """Recompute every key's batch-norm statistics on that key's views (no training)."""
-    from ..io import check_output, load, save
-    from ..train.evaluate import calibrate as recalibrate
+    with step(f"loading {model_file} ..."):
+        from ..io import check_output, load, save
+        from ..train.evaluate import calibrate as recalibrate
 
-    try:
         output = output or model_file.with_name(model_file.name.split(".")[0] + ".calibrated.safetensors")
         check_output(output, overwrite=force)
         fan = load(model_file, trust_factory=trust_factory)
         dataset = _dataset(data, list_file, classes, fan.fan_plan.frames, train=False, crop=crop, resize=resize)
+    with step(None):
         recalibrate(fan, dataset, batches=batches, batch_size=batch_size, device=device, num_workers=workers)
         written = save(fan.cpu(), output, overwrite=force)
-    except _ERRORS as err:
-        _fail(str(err).strip("'\""))
     console.print(f"wrote {written}", highlight=False)
 
 
@@ -184,13 +178,15 @@ def calibrate(
 def demo(
     out_dir: Path = typer.Option(Path("fan-demo"), "--out-dir", help="Where the FAN file and results go."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (under a minute) to check the installation."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: opt.Seed = 0,
 ) -> None:
-    """The whole journey on the built-in benchmark: train, show the deviation, convert, fine-tune, export.
+    """The whole journey on the built-in benchmark: train, show the deviation, convert, fine-tune, compare.
 
     Trains a small TSM at 16 frames on the built-in temporal benchmark, shows its Temporal
-    Deviation, converts it, fine-tunes with mutual distillation, compares, and exports the FAN file.
+    Deviation, converts it, fine-tunes with mutual distillation, compares, and saves the FAN file
+    (OUT_DIR/fan.safetensors; deploy it with `fan-convert export`).
     """
-    from ..train.demo import run_demo
+    with step("starting the demo ..."):
+        from ..train.demo import run_demo
 
     run_demo(str(out_dir), quick=quick, seed=seed)

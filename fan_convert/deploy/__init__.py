@@ -8,17 +8,22 @@
 """
 
 from .budget import BudgetResult, BudgetRow, choose_frames, measure_latency, read_accuracy
+from .clips import make_clip
+from .cost import gflops, interleaved_ms
 from .export import (
     FORMATS,
+    WRITERS,
     ExportError,
+    ExportOptions,
     ExportResult,
     VerificationError,
+    Writer,
     export_specialized,
     export_verified,
-    make_clip,
 )
 
 __all__ = [
-    "export_specialized", "export_verified", "make_clip", "ExportResult", "ExportError", "VerificationError", "FORMATS",
-    "measure_latency", "choose_frames", "read_accuracy", "BudgetResult", "BudgetRow",
+    "export_specialized", "export_verified", "make_clip", "ExportOptions", "ExportResult", "ExportError", "VerificationError",
+    "FORMATS", "WRITERS", "Writer", "measure_latency", "choose_frames", "read_accuracy", "BudgetResult", "BudgetRow",
+    "gflops", "interleaved_ms",
 ]

@@ -11,19 +11,20 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from ..context import check_frame_count, nearest_key
+from ..context import check_frame_count, check_frames, nearest_key
 from ..context import frames as select_frames
-from ..surgery import check_frames, get_plan, specialize
-from .export import _fresh, make_clip
+from ..surgery import get_plan, specialize
+from .clips import _fresh, make_clip
+from .cost import interleaved_ms
 
 __all__ = ["BudgetResult", "BudgetRow", "choose_frames", "measure_latency", "read_accuracy"]
 
@@ -34,9 +35,10 @@ class BudgetRow:
 
     t: int
     key: int  # the trained key (sub-network) serving t
-    latency_ms: float  # median over the repeats
+    latency_ms: float | None  # median over the timed runs; None: not measured (a smaller T was over budget)
     accuracy: float | None  # top-1 from the accuracy table, if given
     fits: bool  # latency_ms <= the budget
+    runs: int = 0  # timed forwards measured (fewer than asked once it was clearly over budget)
 
     @property
     def trained(self) -> bool:
@@ -58,7 +60,7 @@ class BudgetResult:
 
     @property
     def fastest(self) -> BudgetRow:
-        return min(self.rows, key=lambda r: (r.latency_ms, r.t))
+        return min((r for r in self.rows if r.latency_ms is not None), key=lambda r: (r.latency_ms, r.t))
 
     @property
     def message(self) -> str:
@@ -66,7 +68,7 @@ class BudgetResult:
         where = _where(self.settings)
         if self.chosen is None:
             fast = self.fastest
-            others = ", ".join(f"T={r.t} {r.latency_ms:.1f} ms" for r in self.rows if r is not fast)
+            others = ", ".join(f"T={r.t} {r.latency_ms:.1f} ms" for r in self.rows if r is not fast and r.latency_ms is not None)
             return (
                 f"no frame count fits {self.budget_ms:g} ms ({where}): the fastest is T={fast.t} (key {fast.key}) at "
                 f"{fast.latency_ms:.1f} ms{f' ({others})' if others else ''}; raise the budget, lower the input size or batch, "
@@ -119,9 +121,12 @@ def _device(device: str | torch.device) -> torch.device:
     return device
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _syncer(device: torch.device) -> Callable[[], None] | None:
+    return partial(torch.cuda.synchronize, device) if device.type == "cuda" else None
+
+
+def _forward(model: nn.Module, clip: Any) -> Any:
+    return model(_fresh(clip))
 
 
 def measure_latency(
@@ -151,26 +156,27 @@ def measure_latency(
     t = check_frame_count(t, "frames")
     check_frame_count(batch, "batch")
     check_frame_count(repeats, "repeats")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+    _check_warmup(warmup)
     device = _device(device)
     x = example_input if example_input is not None else make_clip(model, t, size, batch=batch, device=device)
     was_training = model.training
     model.to(device).eval()
-    times = []
     try:
         with num_threads(threads), torch.inference_mode(), select_frames(t):
-            for i in range(warmup + repeats):
-                clip = _fresh(x)
-                _sync(device)
-                start = time.perf_counter()
-                model(clip)
-                _sync(device)
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
+            times = interleaved_ms({t: partial(_forward, model, x)}, rounds=repeats, warmup=warmup, sync=_syncer(device))
     finally:
         model.train(was_training)
-    return 1000 * statistics.median(times)
+    return statistics.median(times[t])
+
+
+def _check_warmup(warmup: int) -> None:
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+
+
+def _over_budget(times: list[float], budget_ms: float) -> bool:
+    """Clearly over budget: even the fastest run is over, seen 3 times or by half again."""
+    return bool(times) and min(times) > budget_ms and (len(times) >= 3 or min(times) > 1.5 * budget_ms)
 
 
 def choose_frames(
@@ -185,7 +191,7 @@ def choose_frames(
     accuracy: dict[int, float] | None = None,
     warmup: int = 3,
     repeats: int = 20,
-    rounds: int = 4,
+    progress: Callable[[str], None] | None = None,
 ) -> BudgetResult:
     """Measure the specialized model at each candidate frame count and choose one that fits
     ``latency_ms``.
@@ -195,12 +201,14 @@ def choose_frames(
         latency_ms: the budget for one forward of ``batch`` clips, in milliseconds.
         candidates: frame counts to consider; default: the trained keys plus every T in
             ``accuracy`` (an untrained T runs the nearest key's sub-network).
-        batch, size, device, threads, warmup, repeats: how to measure (:func:`measure_latency`);
-            measure as you will deploy.
+        batch, size, device, threads, warmup, repeats: how to measure (as :func:`measure_latency`,
+            with the candidates timed in interleaved rounds, so a slow spell on a busy machine
+            does not favour one T); measure as you will deploy.
         accuracy: top-1 per frame count (e.g. :func:`read_accuracy` of ``fan-convert eval --json``).
-        rounds: the ``repeats`` are split into this many rounds that visit every candidate in
-            turn (so a slow spell on a busy machine does not favour one T); each T's latency is
-            the median of its rounds' medians.
+        progress: called with one line of text as measuring goes (what is measured, what was dropped).
+
+    A candidate whose fastest run is clearly over the budget is not measured further, and larger
+    frame counts (which cost more) are not measured at all: their rows have ``latency_ms=None``.
 
     Returns:
         A :class:`BudgetResult`: one row per candidate (T, key, latency, accuracy, fits) and
@@ -210,7 +218,7 @@ def choose_frames(
 
     Example::
 
-        result = choose_frames(fan, 40.0, threads=2)
+        result = choose_frames(fan, 40.0, threads=2, progress=print)
         print(result.message)
     """
     keys = get_plan(fan).frames
@@ -223,32 +231,45 @@ def choose_frames(
     candidates = check_frames(candidates)
     device = _device(device)
     check_frame_count(repeats, "repeats")
-    check_frame_count(rounds, "rounds")
-    rounds = min(rounds, repeats)
-    plains = {t: specialize(fan, t, unfoldable="keep") for t in candidates}
-    examples = {t: make_clip(fan, t, size, batch=batch, device=device) for t in candidates}
-    measured: dict[int, list[float]] = {t: [] for t in candidates}
-    with num_threads(threads):
-        # interleaved rounds: a slow spell on a shared machine hits every T, not only one
-        for i in range(rounds):
-            for t in candidates:
-                ms = measure_latency(plains[t], t, batch=batch, size=size, device=device, threads=threads,
-                                     warmup=warmup if i == 0 else 1, repeats=repeats // rounds + (i < repeats % rounds),
-                                     example_input=examples[t])
-                measured[t].append(float(ms))
-    del plains
+    _check_warmup(warmup)
+    say = progress or (lambda line: None)
+    settings = {"batch": batch, "size": size, "device": str(device), "threads": threads, "warmup": warmup, "repeats": repeats}
+    say(f"measuring T={', '.join(map(str, candidates))} ({_where(settings)}): {warmup} warm-up and up to {repeats} timed "
+        "forwards each, in interleaved rounds")
+    runs = {}
+    for t in candidates:
+        plain = specialize(fan, t, unfoldable="keep").to(device).eval()
+        runs[t] = partial(_forward, plain, make_clip(fan, t, size, batch=batch, device=device))
+    skipped: set[int] = set()
+    announced: set[int] = set()
+
+    def stop(times: dict[int, list[float]]) -> set[int]:
+        for t in candidates:
+            if times[t] and t not in announced:
+                announced.add(t)
+                say(f"T={t} (key {nearest_key(t, keys)}): first timed run {times[t][0]:.1f} ms")
+        over = {t for t in times if t not in skipped and _over_budget(times[t], latency_ms)}
+        for t in sorted(over):
+            larger = [u for u in candidates if u > t and u not in skipped]
+            say(f"T={t}: fastest run {min(times[t]):.1f} ms > {latency_ms:g} ms, stopped measuring it"
+                + (f" (and T={', '.join(map(str, larger))}, which cost more)" if larger else ""))
+            skipped.update([t, *larger])
+        return skipped
+
+    with num_threads(threads), torch.inference_mode():
+        times = interleaved_ms(runs, rounds=repeats, warmup=warmup, sync=_syncer(device), stop=stop)
+    del runs
     rows = []
     for t in candidates:
-        ms = statistics.median(measured[t])
-        rows.append(BudgetRow(t=t, key=nearest_key(t, keys), latency_ms=ms, accuracy=accuracy.get(t), fits=ms <= latency_ms))
+        ms = statistics.median(times[t]) if times[t] else None
+        rows.append(BudgetRow(t=t, key=nearest_key(t, keys), latency_ms=ms, accuracy=accuracy.get(t),
+                              fits=ms is not None and ms <= latency_ms, runs=len(times[t])))
     fitting = [r for r in rows if r.fits]
     rated = [r for r in fitting if r.accuracy is not None]
     if accuracy and rated:
         chosen, rule = max(rated, key=lambda r: (r.accuracy, -r.latency_ms, r.t)).t, "most accurate"
     else:
         chosen, rule = (max(r.t for r in fitting) if fitting else None), "largest T"
-    settings = {"batch": batch, "size": size, "device": str(device), "threads": threads, "warmup": warmup, "repeats": repeats,
-                "rounds": rounds}
     return BudgetResult(budget_ms=float(latency_ms), rows=rows, chosen=chosen, rule=rule, settings=settings)
 
 

@@ -13,9 +13,9 @@ import io
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,15 +23,15 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from ..context import check_frame_count, infer_frames, nearest_key
 from ..context import frames as select_frames
+from ..errors import describe
 from ..io.atomic import atomic_write, check_output
 from ..surgery import get_plan, specialize
+from .clips import _fresh, make_clip
 
-__all__ = ["FORMATS", "ExportError", "ExportResult", "VerificationError", "export_specialized", "export_verified", "make_clip"]
-
-FORMATS = ("torch-export", "onnx")
-SUFFIXES = {"torch-export": ".pt2", "onnx": ".onnx"}
-ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
-ONNX_INSTALL = "pip install 'fan-convert[onnx]' (or: pip install onnx onnxscript onnxruntime)"
+__all__ = [
+    "FORMATS", "WRITERS", "ExportError", "ExportOptions", "ExportResult", "VerificationError", "Writer", "export_specialized",
+    "export_verified", "make_clip",
+]
 
 
 class ExportError(ValueError):
@@ -56,58 +56,6 @@ class ExportResult:
     seconds: float  # specialize + export + write + verify
 
 
-def _size(input_size: int | Sequence[int]) -> tuple[int, int]:
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
-        raise ValueError(f"input_size must be a positive int or (H, W), got {input_size!r}")
-    return size
-
-
-def _slowfast_alpha(model: nn.Module) -> int | None:
-    """The slow pathway's frame stride of a zoo SlowFast model (its input is [slow, fast])."""
-    spec = (getattr(model, "fan_arch", None) or {}).get("spec")
-    if not spec:
-        return None
-    from ..zoo.catalog import ZOO
-
-    return next((entry.alpha for entry in ZOO if entry.spec == spec and entry.alpha), None)
-
-
-def make_clip(
-    model: nn.Module, t: int, input_size: int | Sequence[int] = 224, *, batch: int = 1, alpha: int | None = None,
-    device: str | torch.device = "cpu", seed: int = 0,
-) -> torch.Tensor | list[torch.Tensor]:
-    """A random clip of ``t`` frames in ``model``'s input layout: ``(batch, 3, t, H, W)``, or
-    ``(batch, t, 3, H, W)`` for a model adapted with ``frame_axis=1``, or ``[slow, fast]`` for a
-    SlowFast model (``alpha``: the slow pathway takes every alpha-th frame; found from the zoo
-    for models built by spec).
-
-    Example::
-
-        x = make_clip(fan, 8, 112, batch=2)   # (2, 3, 8, 112, 112)
-        logits = fan(x)
-    """
-    t = check_frame_count(t, "frames")
-    check_frame_count(batch, "batch")
-    h, w = _size(input_size)
-    plan = getattr(model, "fan_plan", None)
-    axis = getattr(plan, "frame_axis", 2)
-    g = torch.Generator().manual_seed(seed)
-    shape = [batch, 3, h, w]
-    shape.insert(axis, t)
-    clip = torch.randn(shape, generator=g).to(device)
-    alpha = alpha if alpha is not None else _slowfast_alpha(model)
-    if alpha:
-        slow = clip[(slice(None),) * axis + (slice(None, None, alpha),)].contiguous()
-        return [slow, clip]
-    return clip
-
-
-def _fresh(x: Any) -> Any:
-    """A new container around the same tensors (SlowFast's forward rewrites its input list)."""
-    return tree_map(lambda v: v, x)
-
-
 def _max_diff(got: Any, want: Any) -> float:
     got, want = tree_leaves(got), tree_leaves(want)
     if len(got) != len(want):
@@ -124,16 +72,17 @@ def _max_diff(got: Any, want: Any) -> float:
     return worst
 
 
-def _check_onnx() -> None:
+def _check_packages(format: str) -> None:
+    writer = WRITERS[format]
     missing = []
-    for name in ONNX_PACKAGES:
+    for name in writer.packages:
         try:
             __import__(name)
         except ImportError:
             missing.append(name)
     if missing:
         raise ImportError(
-            f"ONNX export needs {', '.join(ONNX_PACKAGES)} (missing: {', '.join(missing)}); install them with: {ONNX_INSTALL}"
+            f"{format} export needs {', '.join(writer.packages)} (missing: {', '.join(missing)}); install them with: {writer.install}"
         )
 
 
@@ -172,8 +121,7 @@ def _export_program(plain: nn.Module, example: Any, dynamic_batch: bool, t: int)
             warnings.simplefilter("ignore")
             return torch.export.export(plain, (_fresh(example),), dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ExportError(f"torch.export could not export the {t}-frame model ({type(err).__name__}: {first})") from err
+        raise ExportError(f"torch.export could not export the {t}-frame model ({describe(err)})") from err
 
 
 def _readable(temp: str) -> None:
@@ -183,7 +131,7 @@ def _readable(temp: str) -> None:
     os.chmod(temp, 0o666 & ~umask)
 
 
-def _write_pt2(program, temp: str) -> Any:
+def _write_pt2(program, example: Any, temp: str) -> Any:
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     Path(temp).write_bytes(buffer.getvalue())
@@ -201,13 +149,11 @@ def _write_onnx(program, example: Any, temp: str) -> Any:
         try:
             onnx_program = torch.onnx.export(program, (_fresh(example),), dynamo=True, verbose=False, **names)
         except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ExportError(f"torch.onnx could not convert the exported program ({type(err).__name__}: {first})") from err
+            raise ExportError(f"torch.onnx could not convert the exported program ({describe(err)})") from err
         try:  # one self-contained file (the weights inside: ONNX's protobuf limit is 2 GB)
             onnx_program.save(temp, external_data=False)
         except (ValueError, RuntimeError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ExportError(f"could not write a single-file ONNX model ({type(err).__name__}: {first}); "
+            raise ExportError(f"could not write a single-file ONNX model ({describe(err)}); "
                               "models over 2 GB need --format torch-export") from err
     session = onnxruntime.InferenceSession(temp, providers=["CPUExecutionProvider"])
     inputs = [i.name for i in session.get_inputs()]
@@ -219,6 +165,55 @@ def _write_onnx(program, example: Any, temp: str) -> Any:
         return [torch.from_numpy(o) for o in session.run(None, dict(zip(inputs, leaves, strict=True)))]
 
     return run
+
+
+@dataclass(frozen=True)
+class Writer:
+    """One export format: the file suffix, the function that writes the exported program to a
+    path and returns a runner of the written artifact, and the packages it needs."""
+
+    suffix: str
+    write: Callable[[Any, Any, str], Callable[[Any], Any]]  # (program, example, path) -> run(clip)
+    packages: tuple[str, ...] = ()
+    install: str = ""
+
+
+WRITERS: dict[str, Writer] = {
+    "torch-export": Writer(".pt2", _write_pt2),
+    "onnx": Writer(".onnx", _write_onnx, ("onnx", "onnxscript", "onnxruntime"),
+                   "pip install 'fan-convert[onnx]' (or: pip install onnx onnxscript onnxruntime)"),
+}
+FORMATS = tuple(WRITERS)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export and verify (shared by :func:`export_verified` and :func:`export_specialized`).
+
+    Attributes:
+        format: a key of :data:`WRITERS`: ``"torch-export"`` (:func:`torch.export.export`, saved
+            with :func:`torch.export.save`, ``.pt2``) or ``"onnx"`` (the dynamo ONNX exporter, one
+            self-contained file; needs ``pip install 'fan-convert[onnx]'``).
+        example_input: the clip to export and verify with: a tensor ``(B, 3, T, H, W)``, or a
+            list for multi-pathway models (SlowFast: ``[slow, fast]``). Default: a random clip of
+            ``batch`` videos at ``input_size``.
+        input_size: spatial size of the default clip, an int or ``(H, W)``.
+        batch: videos in the default clip.
+        dynamic_batch: export with a dynamic batch dimension (traced at batch 2 at least, and
+            verified at two batch sizes); otherwise every input shape is fixed.
+        overwrite: replace an existing output file.
+        atol: the largest allowed ``max |artifact(x) - fan(x)|``.
+        unfoldable: ``"error"`` or ``"keep"`` for kernel > 1 alterations (see :func:`fan_convert.specialize`).
+    """
+
+    format: str = "torch-export"
+    example_input: Any = None
+    input_size: int | Sequence[int] = 224
+    batch: int = 1
+    dynamic_batch: bool = False
+    overwrite: bool = False
+    atol: float = 1e-4
+    unfoldable: str = "error"
 
 
 @contextlib.contextmanager
@@ -237,38 +232,28 @@ def full_fp32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def export_verified(
-    fan: nn.Module,
-    frames: int,
-    path: str | os.PathLike,
-    *,
-    format: str = "torch-export",
-    example_input: Any = None,
-    input_size: int | Sequence[int] = 224,
-    batch: int = 1,
-    dynamic_batch: bool = False,
-    overwrite: bool = False,
-    atol: float = 1e-4,
-    unfoldable: str = "error",
-) -> ExportResult:
+def export_verified(fan: nn.Module, frames: int, path: str | os.PathLike, *, options: ExportOptions | None = None,
+                    **overrides: Any) -> ExportResult:
     """Like :func:`export_specialized`, returning an :class:`ExportResult` (path, key, size on
-    disk, max difference from the FAN).
+    disk, max difference from the FAN). ``options`` and keyword ``overrides``: see :class:`ExportOptions`.
 
     Example::
 
         result = export_verified(fan, 8, "r3d_8.pt2", input_size=112)
         print(result.key, result.bytes, result.max_diff)
     """
+    o = replace(options or ExportOptions(), **overrides)
+    format, example_input, input_size, batch = o.format, o.example_input, o.input_size, o.batch
+    dynamic_batch, overwrite, atol, unfoldable = o.dynamic_batch, o.overwrite, o.atol, o.unfoldable
     started = time.perf_counter()
     plan = get_plan(fan)
     t = check_frame_count(frames, "frames")
-    if format not in FORMATS:
-        raise ValueError(f"format {format!r} is not supported: use one of {', '.join(FORMATS)}")
+    if format not in WRITERS:
+        raise ValueError(f"format {format!r} is not supported: use one of {', '.join(WRITERS)}")
     if not atol >= 0:
         raise ValueError(f"atol must be >= 0, got {atol!r}")
     path = check_output(path, overwrite)
-    if format == "onnx":
-        _check_onnx()
+    _check_packages(format)
     if example_input is None:
         device = next((p.device for p in fan.parameters()), torch.device("cpu"))
         example_input = make_clip(fan, t, input_size, batch=batch, device=device)
@@ -289,7 +274,7 @@ def export_verified(
     report: dict[str, float] = {}
 
     def write(temp: str) -> None:
-        run = _write_pt2(program, temp) if format == "torch-export" else _write_onnx(program, trace_example, temp)
+        run = WRITERS[format].write(program, trace_example, temp)
         _readable(temp)
         with torch.no_grad(), full_fp32():
             diff = max(_max_diff(run(x), w) for x, w in zip(checks, want, strict=True))
@@ -309,20 +294,8 @@ def export_verified(
     )
 
 
-def export_specialized(
-    fan: nn.Module,
-    frames: int,
-    path: str | os.PathLike,
-    *,
-    format: str = "torch-export",
-    example_input: Any = None,
-    input_size: int | Sequence[int] = 224,
-    batch: int = 1,
-    dynamic_batch: bool = False,
-    overwrite: bool = False,
-    atol: float = 1e-4,
-    unfoldable: str = "error",
-) -> Path:
+def export_specialized(fan: nn.Module, frames: int, path: str | os.PathLike, *, options: ExportOptions | None = None,
+                       **overrides: Any) -> Path:
     """Export the FAN specialized to ``frames`` (the plain architecture, alterations folded) as a
     deployable artifact, verified, and return its path.
 
@@ -330,19 +303,8 @@ def export_specialized(
         fan: an adapted model (:func:`fan_convert.adapt` or :func:`fan_convert.load`).
         frames: the frame count T the artifact takes (an untrained T uses the nearest key).
         path: output file; ``.pt2`` for ``"torch-export"``, ``.onnx`` for ``"onnx"`` by convention.
-        format: ``"torch-export"`` (:func:`torch.export.export`, saved with
-            :func:`torch.export.save`) or ``"onnx"`` (the dynamo ONNX exporter, one self-contained
-            file; needs ``onnx``, ``onnxscript`` and ``onnxruntime``: ``pip install 'fan-convert[onnx]'``).
-        example_input: the clip to export and verify with: a tensor ``(B, 3, T, H, W)``, or a
-            list for multi-pathway models (SlowFast: ``[slow, fast]``). Default: a random clip of
-            ``batch`` videos at ``input_size``.
-        input_size: spatial size of the default clip, an int or ``(H, W)``.
-        batch: videos in the default clip.
-        dynamic_batch: export with a dynamic batch dimension (traced at batch 2 at least, and
-            verified at two batch sizes); otherwise every input shape is fixed.
-        overwrite: replace an existing ``path``.
-        atol: the largest allowed ``max |artifact(x) - fan(x)|``.
-        unfoldable: ``"error"`` or ``"keep"`` for kernel > 1 alterations (see :func:`fan_convert.specialize`).
+        options / overrides: how to export and verify, an :class:`ExportOptions` and/or its
+            fields as keywords (``format="onnx"``, ``input_size=112``, ``atol=1e-3``, ...).
 
     The artifact is written to a temporary file next to ``path``, loaded back
     (:func:`torch.export.load` / onnxruntime) and run on the clip; its output must match
@@ -359,7 +321,4 @@ def export_specialized(
         fan_convert.deploy.export_specialized(fan, 8, "r3d_8.pt2", input_size=112)
         model = torch.export.load("r3d_8.pt2").module()
     """
-    return export_verified(
-        fan, frames, path, format=format, example_input=example_input, input_size=input_size, batch=batch,
-        dynamic_batch=dynamic_batch, overwrite=overwrite, atol=atol, unfoldable=unfoldable,
-    ).path
+    return export_verified(fan, frames, path, options=options, **overrides).path

@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..errors import first_line
 
 _NESTED_KEYS = ("state_dict", "model_state", "model_state_dict", "model", "module", "net", "network", "weights", "params")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -63,29 +66,53 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as err:
-        raise CheckpointError(f"cannot read '{path}' as safetensors ({_first_line(err)}); the file may be truncated or corrupt") from None
+        raise CheckpointError(f"cannot read '{path}' as safetensors ({first_line(err)}); the file may be truncated or corrupt") from None
 
 
 def _torch_load(path: Path, trust_pickle: bool, notes: list[str]):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own advice (weights_only=False) must not reach the user
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):  # not a pickled object: garbage or a damaged file
-            raise CheckpointError(
-                f"cannot read '{path}' ({_first_line(err)}); the file may be truncated or not a PyTorch checkpoint"
-            ) from None
+        blocked = _blocked_by_safe_loader(path, str(err))
+        if blocked is None:  # not a pickle at all: garbage or a damaged file
+            raise CheckpointError(f"cannot read '{path}' ({_reason(err)}); the file may be truncated or not a PyTorch checkpoint") from None
         if not trust_pickle:
             raise CheckpointError(
-                f"'{path}' contains pickled Python objects (such as a whole nn.Module); loading it runs code from the file — "
+                f"'{path}' {blocked}; loading it runs code from the file — "
                 "pass --trust-pickle (trust_pickle=True) only if you trust its source"
             ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(f"cannot read '{path}' ({_first_line(err)}); the file may be truncated or not a PyTorch checkpoint") from None
+    except Exception as err:  # a damaged file fails in many ways (zip, unicode, key errors)
+        raise CheckpointError(f"cannot read '{path}' ({_reason(err)}); the file may be truncated or not a PyTorch checkpoint") from None
     notes.append("loaded trusted pickle")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise CheckpointError(f"cannot unpickle '{path}' ({_first_line(err)}); it needs the code that saved it to be importable") from None
+        raise CheckpointError(f"cannot unpickle '{path}' ({first_line(err)}); it needs the code that saved it to be importable") from None
+
+
+def _blocked_by_safe_loader(path: Path, message: str) -> str | None:
+    """Why the weights-only loader refused a pickle, or None when the file is no pickle."""
+    if "Unsupported global" in message:
+        return "contains pickled Python objects (such as a whole nn.Module)"
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if zipfile.is_zipfile(path) or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
+        return "is a pickle that holds more than tensors (not a plain state dict)"
+    return None
+
+
+def _reason(err: BaseException) -> str:
+    """torch's reason, without its advice to turn the weights-only protection off."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        return first_line(Exception(text.split("WeightsUnpickler error:", 1)[1]))
+    if "weights_only" in text:
+        return type(err).__name__
+    return first_line(err)
 
 
 def _unwrap(obj, notes: list[str]) -> dict[str, torch.Tensor]:
@@ -193,7 +220,3 @@ def _describe(key: str, tensors, own) -> str:
         return f"'{key}' {tuple(tensors[key].shape)} vs model {tuple(own[key].shape)}"
     return f"'{key}'"
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__

@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
 from .. import surgery
+from ..errors import first_line
+from ..zoo.layout import input_layout
 from .atomic import atomic_write
+from .manifest import FORMAT, MANIFEST_KEY, FanFileError, read_header, read_manifest
 
-MANIFEST_KEY = "fan_convert"
-FORMAT = "fan-convert/1"
 _SAFE_SOURCES = ("timm:", "pytorchvideo:", "torchvision:", "fan_convert:")
-
-
-class FanFileError(ValueError):
-    """A file that is not a readable fan-convert checkpoint."""
 
 
 def _arch_of(model: nn.Module, arch: str | None, arch_kwargs: dict | None) -> dict | None:
@@ -34,6 +30,18 @@ def _arch_of(model: nn.Module, arch: str | None, arch_kwargs: dict | None) -> di
         return {"spec": arch, "kwargs": dict(arch_kwargs or {})}
     recorded = getattr(model, "fan_arch", None)
     return dict(recorded) if isinstance(recorded, dict) else None
+
+
+def _input_of(model: nn.Module) -> dict:
+    """The input layout beyond one (B, C, T, H, W) clip (SlowFast pathways), for tools that build clips."""
+    layout = input_layout(model)
+    return {"input": layout} if layout else {}
+
+
+def _source_of(model: nn.Module) -> dict:
+    """Where the weights came from (recorded by :func:`fan_convert.from_checkpoint`)."""
+    source = getattr(model, "fan_source", None)
+    return {"source": dict(source)} if isinstance(source, dict) else {}
 
 
 def _versions() -> dict[str, str]:
@@ -70,7 +78,8 @@ def save(
     manifest = {
         "format": FORMAT, "kind": "fan", "arch": _arch_of(model, arch, arch_kwargs),
         "frames": list(conversion.frames), "trained_at": conversion.trained_at,
-        "plan": conversion.to_dict(), "versions": _versions(), **_user_rules(conversion.select()), **(extra or {}),
+        "plan": conversion.to_dict(), "versions": _versions(), **_input_of(model), **_source_of(model),
+        **_user_rules(conversion.select()), **(extra or {}),
     }
     return _write(model, path, manifest, overwrite)
 
@@ -94,7 +103,7 @@ def save_specialized(
         "frames": [frames], "trained_at": conversion.trained_at, "specialized_from": list(conversion.frames),
         "kept_alterations": surgery.kept_alterations(plain, conversion, frames),
         "fixed_t": [asdict(site) for site in fixed_t],
-        "versions": _versions(), **_user_rules(fixed_t),
+        "versions": _versions(), **_input_of(model), **_user_rules(fixed_t),
     }
     return _write(plain, path, manifest, overwrite)
 
@@ -113,54 +122,34 @@ def _check_user_rules(manifest: dict, path) -> None:
             "that calls fan_convert.register_rule for it before loading")
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a fan-convert file.
-
-    Example::
-
-        manifest = fan_convert.read_manifest("r3d18_fan.safetensors")
-        print(manifest["kind"], manifest["frames"], manifest["arch"])   # fan [4, 8, 16] {...}
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FanFileError(f"'{path}' does not exist or is not a file; check the path")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as err:
-        reason = str(err).splitlines()[0]
-        raise FanFileError(f"cannot read '{path}' as safetensors ({reason}); the file may be truncated or corrupt") from None
-    if MANIFEST_KEY not in metadata:
-        raise FanFileError(f"'{path}' has no fan-convert manifest; convert a checkpoint first with `fan-convert CHECKPOINT --frames ...`")
-    try:
-        manifest = json.loads(metadata[MANIFEST_KEY])
-    except json.JSONDecodeError:
-        raise FanFileError(f"'{path}' has a corrupt fan-convert manifest; convert the checkpoint again") from None
-    if manifest.get("format") != FORMAT:
-        raise FanFileError(f"'{path}' uses format {manifest.get('format')!r}; this fan-convert reads {FORMAT!r} — upgrade fan-convert")
-    return manifest
-
-
-def build_from_manifest(manifest: dict, *, trust_factory: bool = False) -> nn.Module:
+def build_from_manifest(manifest: dict, *, trust_factory: bool = False, path: str | os.PathLike | None = None) -> nn.Module:
     """The unconverted architecture a manifest names, with random weights."""
     from ..zoo import build
 
+    where = f"'{path}'" if path is not None else "the file"
     arch = manifest.get("arch")
     if not arch:
-        raise FanFileError("the file records no architecture; pass the unconverted model: fan_convert.load(path, model=...)")
+        raise FanFileError(f"{where} records no architecture; pass the unconverted model: fan_convert.load(path, model=...)")
     spec = arch["spec"]
     if not spec.startswith(_SAFE_SOURCES) and not trust_factory:
         raise FanFileError(
-            f"the file names the factory {spec!r}, which would run code imported from your environment; "
+            f"{where} names the factory {spec!r}, which would run code imported from your environment; "
             "pass trust_factory=True (--trust-factory) if you trust the file, or pass the model yourself"
         )
-    return build(spec, **arch.get("kwargs", {}))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return build(spec, **arch.get("kwargs", {}))
+    except Exception as err:
+        raise FanFileError(f"{where} names an architecture that cannot be built here ({spec}: {first_line(err)}); "
+                           "install what it needs, or write the file again") from None
 
 
 def load(path: str | os.PathLike, *, model: nn.Module | None = None, trust_factory: bool = False) -> nn.Module:
     """Rebuild the model saved by :func:`save` (an adapted model) or :func:`save_specialized`
     (the plain architecture). ``model``: the unconverted architecture, when the file records
-    none (it is modified in place).
+    none (it is modified in place). A damaged file or one that does not fit the architecture
+    raises :class:`FanFileError`.
 
     Example::
 
@@ -169,18 +158,46 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, trust_facto
     manifest = read_manifest(path)
     _check_user_rules(manifest, path)
     if model is None:
-        model = build_from_manifest(manifest, trust_factory=trust_factory)
-    if manifest["kind"] == "fan":
-        model = surgery.apply_plan(model, surgery.ConversionPlan.from_dict(manifest["plan"]), inplace=True)
-    else:
-        surgery.restore_specialized(
-            model, manifest["frames"][0], manifest["trained_at"], manifest.get("fixed_t", []), manifest.get("kept_alterations"))
-    missing, unexpected = load_model(model, str(path), strict=False)
+        model = build_from_manifest(manifest, trust_factory=trust_factory, path=path)
+    try:
+        model = _rebuild(model, manifest)
+    except Exception as err:
+        raise FanFileError(f"'{path}' does not fit the rebuilt model ({first_line(err)}); "
+                           "the file is damaged or was written for another version of the architecture") from None
+    _check_shapes(model, read_header(Path(path)), path)
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except Exception as err:
+        raise FanFileError(f"'{path}' holds tensors that do not fit the rebuilt model ({first_line(err)}); "
+                           "the file is damaged or was written for another version of the architecture") from None
     if missing or unexpected:
+        example = sorted(missing or unexpected)[0]
         raise FanFileError(
             f"'{path}' does not fit the rebuilt model ({len(missing)} missing, {len(unexpected)} unexpected keys, "
-            f"e.g. {(missing or unexpected)[0]!r}); was it written by another version of the architecture?"
+            f"e.g. {example!r}); the file is damaged or was written for another version of the architecture"
         )
     if manifest.get("arch"):
         model.fan_arch = manifest["arch"]
+    for name in ("input", "source"):
+        if name in manifest:
+            setattr(model, f"fan_{name}", manifest[name])
     return model.eval()
+
+
+def _check_shapes(model: nn.Module, header: dict, path) -> None:
+    own = model.state_dict()
+    for name, entry in header.items():
+        if name in own and list(own[name].shape) != entry["shape"]:
+            raise FanFileError(f"'{path}' does not fit the rebuilt model (tensor {name!r} is {entry['shape']} in the file, "
+                               f"{list(own[name].shape)} in the model); the file is damaged or was written for another "
+                               "version of the architecture")
+
+
+def _rebuild(model: nn.Module, manifest: dict) -> nn.Module:
+    """Turn the plain architecture into what the file holds: the adapted model, or the plain
+    one with its time adapters fixed to the file's frame count."""
+    if manifest["kind"] == "fan":
+        return surgery.apply_plan(model, surgery.ConversionPlan.from_dict(manifest["plan"]), inplace=True)
+    surgery.restore_specialized(
+        model, manifest["frames"][0], manifest["trained_at"], manifest.get("fixed_t", []), manifest.get("kept_alterations"))
+    return model

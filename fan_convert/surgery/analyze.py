@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..errors import describe
 from ..nn.alteration import alterable
 from .builtin_rules import is_default_alteration_target
 from .rules import leaf_types
@@ -72,7 +73,7 @@ def analyze(model: nn.Module) -> Analysis:
                 analysis.graphs[path] = tracer.trace(module)
             return None
         except Exception as err:  # any failure to trace means: look inside, or walk the tree here
-            return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:160]
+            return describe(err)[:160]
 
     def visit(module: nn.Module, path: str) -> bool:
         """Trace ``module``; True when some descendant had to be made opaque."""

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..context import check_frame_count
+from ..errors import describe
 from . import rules
 from .builtin_rules import FRAME_COUNT_ATTRIBUTES
 from .conversion import CONVERTED, FIXED_T, UNSUPPORTED, Site
@@ -199,7 +200,7 @@ def _observe(model: nn.Module, named: list[tuple[str, nn.Module]], example_input
         with _inference(model):
             model(_fresh(example_input))
     except Exception as err:
-        raise ValueError(f"the model does not run on example_input: {type(err).__name__}: {_first_line(err)}") from err
+        raise ValueError(f"the model does not run on example_input: {describe(err, limit=300)}") from err
     finally:
         for handle in handles:
             handle.remove()
@@ -246,7 +247,7 @@ def _verify(model, sites, example_input, trained_at, frames, frame_axis) -> list
                         model(_fresh(clip))
                 except Exception as err:
                     culprit = stack[-1] if stack else ""
-                    failures.setdefault(culprit, [[], f"{type(err).__name__}: {_first_line(err)}"])[0].append(t)
+                    failures.setdefault(culprit, [[], describe(err, limit=300)])[0].append(t)
         finally:
             for handle in handles:
                 handle.remove()
@@ -259,8 +260,3 @@ def _verify(model, sites, example_input, trained_at, frames, frame_axis) -> list
         found.append(Site(path, FIXED_T, classes.get(path, type(model).__name__), "", UNSUPPORTED, 0, (
             f"the model still fails at T={which} after rewriting its fixed-T sites: {message}")))
     return found
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else "")[:300]

@@ -44,6 +44,25 @@ def plan(
 ) -> ConversionPlan:
     """What :func:`adapt` would do to ``model``, without changing it (a dry run).
 
+    Args:
+        frames: the frame counts to specialise for (the keys).
+        targets: where weight alterations go: ``"default"`` (every non-depthwise convolution
+            and each transformer block's attention/MLP input), ``"paper"`` (the first weight
+            layer of every residual block, as in the FAN paper; needs torch.fx), a list of
+            module-name patterns (regex full-match or name suffix) and/or module types, or
+            None for no alterations.
+        exclude: patterns/types of modules to leave untouched (norms and alterations).
+        norms: False keeps the shared norms (the paper's "no Specialized Normalization" ablation).
+        kernel_size: 1 (foldable, weight-side) or an odd size > 1 (activation-side depthwise
+            convolution on conv inputs; more context, not foldable).
+        trained_at: the frame count the checkpoint was trained at (default: the largest key);
+            its key answers attribute reads such as ``norm.weight`` outside a forward.
+        frame_axis: where T sits in a 5-D input clip, for automatic frame inference.
+        example_input: a clip (or list of clips) at ``trained_at`` frames. Optional: with it,
+            fixed-T sites (temporal pooling sized to the training clip, temporal position
+            embeddings) are confirmed from the shapes and the rewritten model is run at every
+            key; without it they are recognised by type.
+
     Example::
 
         conversion = fan_convert.plan(model, frames=(4, 8, 16))

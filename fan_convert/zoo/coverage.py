@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..context import frames as select_frames
+from ..errors import describe
 from ..surgery import adapt, specialize
 from ..testing import count_parameters, fresh, randomize_norms
 from .catalog import ZooEntry
@@ -104,7 +105,7 @@ def check_entry(
         result.specialized_params = count_parameters(specialize(fan, entry.trained_at))
         result.passed = True
     except Exception as err:  # recorded in the table; the test re-raises it
-        result.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
+        result.error = describe(err)[:200]
     result.seconds = round(time.perf_counter() - started, 1)
     return result
 

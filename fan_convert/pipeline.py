@@ -1,0 +1,92 @@
+"""From a checkpoint file to a Frame Adaptive Network in one call: read -> build -> strict load
+-> eval -> adapt. The command line, the trainer's CLI and the examples all go through here.
+
+    fan = fan_convert.from_checkpoint("r3d18.pth", "torchvision:r3d_18", frames=(4, 8, 16))
+    fan.fan_source["notes"]           # what reading and loading did, e.g. ["stripped prefix 'module.'"]
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+from .context import check_frames
+from .io import load_into, read_checkpoint
+from .surgery import adapt
+from .zoo import build
+
+
+def load_pretrained(
+    path: str | os.PathLike,
+    arch: str,
+    *,
+    arch_kwargs: dict[str, Any] | None = None,
+    allow_missing: Sequence[str] = (),
+    allow_unexpected: Sequence[str] = (),
+    trust_pickle: bool = False,
+) -> nn.Module:
+    """The plain architecture ``arch`` with the weights in ``path``, strictly loaded, in eval mode.
+
+    ``model.fan_source`` records the file name and notes on what was unwrapped, renamed or
+    allowed through (see :func:`fan_convert.io.read_checkpoint` and :func:`fan_convert.io.load_into`).
+
+    Example::
+
+        model = load_pretrained("r3d18.pth", "torchvision:r3d_18", arch_kwargs={"num_classes": 174},
+                                allow_missing=("fc",))   # a new 174-class head keeps its random init
+    """
+    checkpoint = read_checkpoint(path, trust_pickle=trust_pickle)
+    with warnings.catch_warnings():  # some zoo factories warn about deprecated torch APIs
+        warnings.simplefilter("ignore", FutureWarning)
+        model = build(arch, **dict(arch_kwargs or {}))
+    notes = checkpoint.notes + load_into(model, checkpoint.tensors, allow_missing=tuple(allow_missing),
+                                         allow_unexpected=tuple(allow_unexpected))
+    model.fan_source = {"checkpoint": Path(path).name, "notes": notes}
+    return model.eval()
+
+
+def from_checkpoint(
+    path: str | os.PathLike,
+    arch: str,
+    frames: Sequence[int] = (4, 8, 16),
+    *,
+    arch_kwargs: dict[str, Any] | None = None,
+    allow_missing: Sequence[str] = (),
+    allow_unexpected: Sequence[str] = (),
+    trust_pickle: bool = False,
+    **adapt_options: Any,
+) -> nn.Module:
+    """Convert the checkpoint in ``path`` into a FAN: :func:`load_pretrained`, then
+    :func:`fan_convert.adapt` on the loaded model (in eval mode, so its norm statistics are the
+    checkpoint's).
+
+    Args:
+        path: ``.safetensors``, or a ``.pt/.pth/.pth.tar/.ckpt`` state dict (read weights-only).
+        arch: the architecture spec, e.g. ``"torchvision:r3d_18"`` or ``"timm:resnet50"``.
+        frames: the frame counts to specialise for.
+        arch_kwargs: arguments for the architecture (``num_classes``, ``temporal``, ...).
+        allow_missing / allow_unexpected: key patterns the strict load may let through (a new
+            head; checkpoint keys to ignore).
+        trust_pickle: read a pickled whole ``nn.Module`` (runs code from the file).
+        adapt_options: passed to :func:`fan_convert.adapt` (``targets``, ``exclude``,
+            ``kernel_size``, ``trained_at``, ``example_input``, ...).
+
+    Returns:
+        The FAN, in eval mode: ``fan.fan_plan`` is its conversion plan and ``fan.fan_source``
+        the file name and the load notes; :func:`fan_convert.save` writes both to the manifest.
+
+    Example::
+
+        fan = fan_convert.from_checkpoint("x3d_xs.pyth", "pytorchvideo:x3d_xs", frames=(4, 8, 16), trained_at=4)
+        print(fan.fan_source["notes"])    # ["unwrapped 'model_state'", "stripped prefix 'module.'"]
+        fan_convert.save(fan, "x3d_xs.fan.safetensors")
+    """
+    keys = check_frames(frames)  # a bad frame list fails before the checkpoint is read
+    model = load_pretrained(path, arch, arch_kwargs=arch_kwargs, allow_missing=allow_missing,
+                            allow_unexpected=allow_unexpected, trust_pickle=trust_pickle)
+    fan = adapt(model, keys, inplace=True, **adapt_options)
+    return fan.eval()
