@@ -176,6 +176,28 @@ def infer_frames(args: tuple, kwargs: dict, frame_axis: int = 2) -> int | None:
     return max(sizes) if sizes else None
 
 
+# Keyword inputs that are (B, T, C, H, W) clips by convention (transformers video models).
+VIDEO_KEYWORDS = ("pixel_values", "pixel_values_videos")
+
+
+def model_frames(module: torch.nn.Module, args: tuple, kwargs: dict, frame_axis: int = 2) -> int | None:
+    """T from the inputs of a call of ``module``: a ``pixel_values``/``pixel_values_videos`` clip
+    (by keyword, or positionally for a model whose ``main_input_name`` is one of them) is
+    ``(B, T, C, H, W)``; anything else goes to :func:`infer_frames` with ``frame_axis``.
+
+    Example::
+
+        model_frames(videomae, (), {"pixel_values": torch.randn(2, 8, 3, 224, 224)})   # 8
+    """
+    for name in VIDEO_KEYWORDS:
+        clip = kwargs.get(name)
+        if isinstance(clip, torch.Tensor) and clip.dim() == 5:
+            return clip.shape[1]
+    if getattr(module, "main_input_name", None) in VIDEO_KEYWORDS:
+        return infer_frames(args, {}, 1)
+    return infer_frames(args, kwargs, frame_axis)
+
+
 class FrameInference:
     """Forward hooks on an adapted model's root: infer T from the input for the call's duration.
 
@@ -193,7 +215,7 @@ class FrameInference:
         self.frame_axis = frame_axis
 
     def enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        _inferred.set(_inferred.get() + (infer_frames(args, kwargs, self.frame_axis),))
+        _inferred.set(_inferred.get() + (model_frames(module, args, kwargs, self.frame_axis),))
 
     def exit(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         stack = _inferred.get()

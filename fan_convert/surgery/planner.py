@@ -70,7 +70,11 @@ def plan(
         print(len(conversion.select("norm")), conversion.params_added)
     """
     keys = check_frames(frames)
-    trained_at = keys[-1] if trained_at is None else check_frame_count(trained_at, "trained_at")
+    if trained_at is None:
+        from ..zoo.hf_sites import recorded_frames  # a transformers config records its training clip
+
+        trained_at = recorded_frames(model) or keys[-1]
+    trained_at = check_frame_count(trained_at, "trained_at")
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
     if isinstance(targets, str) and targets not in PRESETS:

@@ -1,0 +1,109 @@
+"""Frame-following stand-ins for library modules that read a frame count fixed at construction.
+
+Some library modules (``transformers`` video models) keep the training clip length in a
+table, a parameter or their config and read it in a ``forward`` we do not own. The adapters
+here *are* instances of the class they replace (a subclass made per class, cached): they hold
+the very same parameters, buffers and children under the same names, run the library's own
+``forward``, and only change what that forward reads about time (a ``config`` whose
+``num_frames`` is the running clip's, an embedding resampled to it). So at the training
+length they compute exactly what the original computed, and ``specialize(frames=T)`` gives
+back a plain instance of the original class built for T.
+
+The running clip length is :func:`fan_convert.context.clip_frames` (inferred from the model's
+input by the adapted model's root); without one, the training length.
+
+When given the model's shared config (``config=``), specialising to T also writes T into its
+frame-count field, so the specialised model's config describes the clip it now takes (and a
+``save_pretrained`` of it rebuilds it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..context import clip_frames
+from .time_adapters import TemporalPositionAdapter
+
+__all__ = ["FrameFollowing", "frame_field"]
+
+_subclasses: dict[tuple[type, type], type] = {}
+_FRAME_FIELDS = ("num_frames", "frames_per_clip")
+
+
+def frame_field(config: Any) -> str | None:
+    """The name of the config field holding the training clip length (``num_frames``, or
+    V-JEPA 2's ``frames_per_clip``), or None."""
+    for name in _FRAME_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return name
+    return None
+
+
+class FrameFollowing(TemporalPositionAdapter):
+    """Base of the adapters that subclass the module they replace (see the module docstring).
+
+    Subclasses set ``frame_unit`` (clip frames per time step of the module, e.g. the tubelet
+    size) through :meth:`adopt` and implement :meth:`_specialize_into`.
+    """
+
+    _ADAPTER_KEYS = ("original_class", "trained_len", "trained_frames", "frame_unit", "_fan_config", "_fan_field")
+
+    @classmethod
+    def adopt(cls, module: nn.Module, trained_frames: int, *, frame_unit: int = 1, config: Any = None,
+              follow: tuple[str, ...] = (), **settings):
+        """The adapter standing in for ``module``: an instance of ``module``'s class (made into a
+        subclass of ``cls``) sharing its parameters, buffers and children. ``module`` itself is
+        left unchanged. Reads of each attribute named in ``follow`` return
+        ``self.following(name)`` (the value for the running clip)."""
+        base = type(module)
+        if isinstance(module, FrameFollowing):
+            raise TypeError(f"{base.__name__} is already a frame-following adapter")
+        kind = _subclasses.get((cls, base, follow))
+        if kind is None:
+            namespace = {name: property(lambda self, name=name: self.following(name)) for name in follow}
+            kind = type(f"{cls.__name__}[{base.__name__}]", (cls, base), {"__module__": cls.__module__, **namespace})
+            _subclasses[(cls, base, follow)] = kind
+        adapter = object.__new__(kind)
+        adapter.__dict__.update({k: (v.copy() if isinstance(v, dict) else v) for k, v in module.__dict__.items()})
+        extra = {
+            "original_class": base, "trained_frames": int(trained_frames), "frame_unit": int(frame_unit),
+            "trained_len": int(trained_frames) // int(frame_unit), "_fan_config": config,
+            "_fan_field": frame_field(config) if config is not None else None,
+        }
+        for key, value in {**extra, **settings}.items():
+            adapter.__dict__[key] = value
+        adapter.__dict__["_adapter_keys"] = tuple(extra) + tuple(settings) + ("_adapter_keys",)
+        return adapter
+
+    @property
+    def frames_now(self) -> int:
+        """The running clip's frame count (the training one when none is known)."""
+        t = clip_frames()
+        return self.trained_frames if t is None else t
+
+    def specialize(self, frames: int | None = None, *, length: int | None = None) -> nn.Module:
+        """A plain instance of the original class for clips of ``frames`` frames (or ``length``
+        time steps of this module)."""
+        t = self.length_for(frames, length=length) * self.frame_unit
+        plain = object.__new__(self.original_class)
+        plain.__dict__.update({
+            k: (v.copy() if isinstance(v, dict) else v) for k, v in self.__dict__.items() if k not in self._adapter_keys
+        })
+        self._specialize_into(plain, t)
+        if self._fan_config is not None and self._fan_field is not None:
+            setattr(self._fan_config, self._fan_field, t)
+        return plain
+
+    def following(self, name: str) -> Any:
+        """The value attribute ``name`` has for the running clip (for names given to ``adopt(follow=)``)."""
+        raise NotImplementedError
+
+    def _specialize_into(self, plain: nn.Module, frames: int) -> None:
+        """Make ``plain`` (a shallow copy of this module as its original class) the module built
+        for clips of ``frames`` frames."""
+
+    def extra_repr(self) -> str:
+        return f"follows the clip length (trained at {self.trained_frames} frames)"
