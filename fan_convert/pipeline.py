@@ -22,7 +22,7 @@ from .zoo import build
 
 def load_pretrained(
     path: str | os.PathLike,
-    arch: str,
+    arch: str | None,
     *,
     arch_kwargs: dict[str, Any] | None = None,
     allow_missing: Sequence[str] = (),
@@ -40,9 +40,14 @@ def load_pretrained(
                                 allow_missing=("fc",))   # a new 174-class head keeps its random init
     """
     checkpoint = read_checkpoint(path, trust_pickle=trust_pickle)
+    arch_kwargs = dict(arch_kwargs or {})
+    if arch is None:  # a save_pretrained folder names its architecture in config.json
+        if checkpoint.arch is None:
+            raise ValueError("--arch is required: name the checkpoint's architecture, e.g. --arch timm:resnet50 --temporal tsm")
+        arch, arch_kwargs = checkpoint.arch["spec"], {**checkpoint.arch["kwargs"], **arch_kwargs}
     with warnings.catch_warnings():  # some zoo factories warn about deprecated torch APIs
         warnings.simplefilter("ignore", FutureWarning)
-        model = build(arch, **dict(arch_kwargs or {}))
+        model = build(arch, **arch_kwargs)
     notes = checkpoint.notes + load_into(model, checkpoint.tensors, allow_missing=tuple(allow_missing),
                                          allow_unexpected=tuple(allow_unexpected))
     model.fan_source = {"checkpoint": Path(path).name, "notes": notes}
@@ -51,7 +56,7 @@ def load_pretrained(
 
 def from_checkpoint(
     path: str | os.PathLike,
-    arch: str,
+    arch: str | None,
     frames: Sequence[int] = (4, 8, 16),
     *,
     arch_kwargs: dict[str, Any] | None = None,

@@ -16,7 +16,7 @@ from ._app import _arch_kwargs, _targets, app, console, step
 
 @app.command()
 def convert(
-    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="Pretrained checkpoint: .safetensors, .pt/.pth/.pth.tar state dict."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint: .safetensors, .pt/.pth state dict, or a save_pretrained folder."),
     frames: opt.Frames = ...,
     arch: opt.Arch = None,
     temporal: opt.Temporal = None,
@@ -42,7 +42,7 @@ def convert(
         from ..context import check_frames
 
         check_frames(frames)
-        if arch is None:
+        if arch is None and not checkpoint.is_dir():  # a save_pretrained folder names its architecture
             raise ValueError("--arch is required: name the checkpoint's architecture, e.g. --arch timm:resnet50 --temporal tsm")
         from ..io import check_output, save
         from ..pipeline import from_checkpoint

@@ -36,6 +36,7 @@ class Checkpoint:
 
     tensors: dict[str, torch.Tensor]
     notes: list[str] = field(default_factory=list)
+    arch: dict | None = None  # the architecture the checkpoint names itself (a save_pretrained folder's config)
 
 
 def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> Checkpoint:
@@ -50,7 +51,14 @@ def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> C
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist; check the path")
     if path.is_dir():
-        raise CheckpointError(f"checkpoint '{path}' is a directory; give the checkpoint file inside it")
+        from .pretrained_folder import is_pretrained_folder, read_pretrained_folder
+
+        if is_pretrained_folder(path):  # transformers save_pretrained: config.json + weights
+            arch, tensors, notes = read_pretrained_folder(path)
+            return Checkpoint(tensors, notes, arch)
+        raise CheckpointError(
+            f"checkpoint '{path}' is a directory without a config.json; give the checkpoint file inside it "
+            "(or a transformers save_pretrained folder)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint '{path}' is empty; the download or copy did not finish")
     if path.suffix == ".safetensors":

@@ -22,7 +22,7 @@ from ..zoo.layout import input_layout
 from .atomic import atomic_write
 from .manifest import FORMAT, MANIFEST_KEY, FanFileError, read_header, read_manifest
 
-_SAFE_SOURCES = ("timm:", "pytorchvideo:", "torchvision:", "fan_convert:")
+_SAFE_SOURCES = ("timm:", "pytorchvideo:", "torchvision:", "fan_convert:", "hf:")  # hf: builds from config fields
 
 
 def _arch_of(model: nn.Module, arch: str | None, arch_kwargs: dict | None) -> dict | None:

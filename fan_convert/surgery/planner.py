@@ -55,7 +55,8 @@ def plan(
         norms: False keeps the shared norms (the paper's "no Specialized Normalization" ablation).
         kernel_size: 1 (foldable, weight-side) or an odd size > 1 (activation-side depthwise
             convolution on conv inputs; more context, not foldable).
-        trained_at: the frame count the checkpoint was trained at (default: the largest key);
+        trained_at: the frame count the checkpoint was trained at (default: the clip length a
+            transformers config records, else the largest key);
             its key answers attribute reads such as ``norm.weight`` outside a forward.
         frame_axis: where T sits in a 5-D input clip, for automatic frame inference.
         example_input: a clip (or list of clips) at ``trained_at`` frames. Optional: with it,

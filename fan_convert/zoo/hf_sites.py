@@ -122,10 +122,11 @@ def hf_fixed_t_sites(model: nn.Module, frames: Sequence[int]) -> list[Site]:
             k = tubelet_conv(module).stride[0]
             bad = [t for t in frames if t % k]
             if bad:
+                near = sorted({k * max(1, t // k) for t in bad} | {k * (t // k + 1) for t in bad})
                 raise ValueError(
-                    f"'{path}' ({type(module).__name__}) embeds tubelets of {k} frames, so every frame count must be a "
-                    f"multiple of {k}; {', '.join(map(str, bad))} is not: choose frames such as "
-                    f"{', '.join(str(k * max(1, round(t / k))) for t in bad)}")
+                    f"{type(model).__name__} embeds tubelets of {k} frames ({type(module).__name__} at '{path}'), so every "
+                    f"frame count must be a multiple of {k}; {', '.join(map(str, bad))} is not: use e.g. "
+                    f"{' or '.join(map(str, near))}")
         sites.append(Site(path, FIXED_T, type(module).__name__, name, CONVERTED, 0, reason))
     return sites
 

@@ -41,7 +41,10 @@ def _available(source: str) -> tuple[Callable[[str], Callable], list[str]]:
         names = [n for n in dir(video) if n.islower() and not n.startswith("_") and callable(getattr(video, n))]
         names = [n for n in names if n not in ("get_model", "get_weight", "list_models")]
         images = _torchvision_image_models()
-        return (lambda name: lambda **kw: (getattr(video, name) if name in names else images[name])(weights=None, **kw)), names + sorted(images)
+        def factory(name: str) -> Callable:
+            return lambda **kw: (getattr(video, name) if name in names else images[name])(weights=None, **kw)
+
+        return factory, names + sorted(images)
     raise KeyError(source)
 
 

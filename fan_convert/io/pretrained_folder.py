@@ -1,0 +1,115 @@
+"""A ``transformers`` ``save_pretrained`` folder read as a checkpoint.
+
+The folder holds ``config.json`` and the weights: ``model.safetensors``, the shards named by
+``model.safetensors.index.json``, or ``pytorch_model.bin``, read by ``transformers``' own loader
+from the local folder (it maps saved key names to the model's; every key must fit). The architecture is the video classifier of the config's
+``model_type``, built from the config's fields (``hf:<model_type>`` with the config as
+arguments), so a FAN file made from the folder rebuilds without it. Nothing from the folder is
+executed: ``auto_map``/remote code is never used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError
+
+__all__ = ["is_pretrained_folder", "read_pretrained_folder", "load_pretrained_folder"]
+
+_SAFETENSORS, _INDEX, _PICKLE = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
+
+
+def is_pretrained_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder with a ``config.json`` (a ``save_pretrained`` folder)."""
+    path = Path(path)
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def read_pretrained_folder(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
+    """``(arch, tensors, notes)`` of a ``save_pretrained`` folder: ``arch`` is
+    ``{"spec": "hf:<model_type>", "kwargs": <config fields>}`` for :func:`fan_convert.zoo.build`.
+
+    Example::
+
+        arch, tensors, notes = read_pretrained_folder("videomae-ssv2/")
+        model = fan_convert.build(arch["spec"], **arch["kwargs"])
+    """
+    from ..zoo.hf import _read_config_file, config_fields, hf_config, video_classifiers
+
+    path = Path(path)
+    try:
+        saved = _read_config_file(path).get("architectures") or []
+        config = hf_config(str(path / "config.json"))
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"cannot read the config of '{path}': {err}") from None
+    wanted = video_classifiers()[config.model_type]
+    saved = [a for a in saved if a != wanted]
+    if saved:
+        raise CheckpointError(
+            f"'{path}' holds a {saved[0]}, not a {wanted}; fan-convert converts video classifiers: "
+            f"save the {wanted} (e.g. after fine-tuning a classification head) and convert that folder")
+    import transformers
+
+    tensors, notes = _read_weights(path, getattr(transformers, wanted))
+    notes.append(f"read the save_pretrained folder of a {wanted} ({config.model_type})")
+    return {"spec": f"hf:{config.model_type}", "kwargs": config_fields(config)}, tensors, notes
+
+
+def _read_weights(path: Path, model_class) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The folder's tensors under the model's own names. ``transformers`` renames keys between
+    the saved layout and the model (VideoMAE's ``q_bias`` is ``query.bias``), so its own loader
+    reads them; anything it reports missing, unexpected or mismatched is an error here."""
+    if not any((path / name).is_file() for name in (_SAFETENSORS, _INDEX, _PICKLE)):
+        raise CheckpointError(
+            f"'{path}' has a config.json but no weights ({_SAFETENSORS}, {_INDEX} or {_PICKLE}); "
+            "copy the whole save_pretrained folder")
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        model, info = model_class.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False, output_loading_info=True, dtype=torch.float32,
+            ignore_mismatched_sizes=True)
+    except Exception as err:  # damaged file, bad index: transformers raises many kinds
+        raise CheckpointError(f"cannot read the weights of '{path}' ({type(err).__name__}: {_first_line(err)})") from None
+    finally:
+        logging.set_verbosity(verbosity)
+        logging.enable_progress_bar()
+    problems = [f"{len(keys)} {label} key(s), e.g. {_key(keys)!r}" for label, keys in (
+        ("missing", info.get("missing_keys")), ("unexpected", info.get("unexpected_keys")),
+        ("shape-mismatched", info.get("mismatched_keys"))) if keys]
+    if problems:
+        raise CheckpointError(f"the weights in '{path}' do not fit its config: {'; '.join(problems)}")
+    files = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return {k: v.detach() for k, v in model.state_dict().items()}, [f"read {', '.join(files)}"]
+
+
+def _key(keys) -> str:
+    first = sorted(keys, key=str)[0]
+    return first[0] if isinstance(first, tuple) else first
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def load_pretrained_folder(path: str | Path):
+    """The video classifier saved in ``path``, built from its config and loaded strictly (eval mode).
+
+    Example::
+
+        model = load_pretrained_folder("videomae-ssv2/")
+        fan = fan_convert.adapt(model, frames=(4, 8, 16))
+    """
+    from ..zoo import build
+    from .checkpoint import load_into
+
+    arch, tensors, _ = read_pretrained_folder(path)
+    model = build(arch["spec"], **arch["kwargs"])
+    load_into(model, tensors)
+    return model.eval()
