@@ -197,7 +197,10 @@ def load_into(
         ckpt = read_checkpoint("slow_r50.pyth")
         notes = load_into(model, ckpt.tensors, allow_missing=("blocks.5.proj",))   # keep the new head
     """
-    tensors, notes = align_keys(tensors, list(model.state_dict()))
+    remap = getattr(model, "checkpoint_keys", None)  # a video wrapper knows its backbone's bare keys
+    tensors, notes = remap(tensors) if callable(remap) else (tensors, [])
+    tensors, aligned = align_keys(tensors, list(model.state_dict()))
+    notes += aligned
     own = model.state_dict()
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]

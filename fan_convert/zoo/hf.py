@@ -31,8 +31,8 @@ FRAME_FIELDS = ("num_frames", "frames_per_clip")
 _NOT_ARCHITECTURE = ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype")
 
 
-class MissingExtraError(ImportError):
-    """An ``hf:`` spec without the ``transformers`` package installed."""
+class MissingExtraError(ImportError, ValueError):
+    """An ``hf:`` spec without the ``transformers`` package installed (a ValueError too: a bad input)."""
 
 
 def _transformers():

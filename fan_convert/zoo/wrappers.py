@@ -38,6 +38,28 @@ class TSN(nn.Module):
         super().__init__()
         self.backbone = backbone
 
+    def checkpoint_keys(self, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """``tensors`` renamed to this wrapper's keys when they are the bare backbone's (an ImageNet
+        checkpoint of the 2D model): ``layer1.0.conv1.weight`` becomes
+        ``backbone.layer1.0.conv1.net.weight`` behind a temporal shift, ``backbone.fc.weight``
+        otherwise. Keys that already fit, or fit nothing, are left as they are."""
+        own = set(self.state_dict())
+        shifted = getattr(self, "shifted", ())
+        renamed, count = {}, 0
+        for key, value in tensors.items():
+            new = key
+            if key not in own:
+                bare = key.removeprefix("backbone.")
+                for path in shifted:
+                    if bare.startswith(path + ".") and not bare.startswith(path + ".net."):
+                        bare = f"{path}.net.{bare[len(path) + 1:]}"
+                        break
+                if "backbone." + bare in own:
+                    new = "backbone." + bare
+            count += new != key
+            renamed[new] = value
+        return renamed, ([f"renamed {count} 2D backbone key(s) to the video wrapper's"] if count else [])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.Tensor) and x.dim() != 5:  # (a Proxy while torch.fx traces)
             raise ValueError(
