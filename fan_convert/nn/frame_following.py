@@ -9,8 +9,10 @@ the very same parameters, buffers and children under the same names, run the lib
 length they compute exactly what the original computed, and ``specialize(frames=T)`` gives
 back a plain instance of the original class built for T.
 
-The running clip length is :func:`fan_convert.context.clip_frames` (inferred from the model's
-input by the adapted model's root); without one, the training length.
+The running clip length is the module's own input's when its forward takes the clip
+(``pixel_values``, ``(B, T, C, H, W)``) or its shape (``input_shape``); otherwise
+:func:`fan_convert.context.clip_frames` (inferred from the model's input by the adapted model's
+root); without one, the training length.
 
 When given the model's shared config (``config=``), specialising to T also writes T into its
 frame-count field, so the specialised model's config describes the clip it now takes (and a
@@ -19,11 +21,13 @@ frame-count field, so the specialised model's config describes the clip it now t
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+import torch
 from torch import nn
 
-from ..context import clip_frames
+from ..context import clip, clip_frames
 from .time_adapters import TemporalPositionAdapter
 
 __all__ = ["FrameFollowing", "frame_field"]
@@ -77,6 +81,28 @@ class FrameFollowing(TemporalPositionAdapter):
             adapter.__dict__[key] = value
         adapter.__dict__["_adapter_keys"] = tuple(extra) + tuple(settings) + ("_adapter_keys",)
         return adapter
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        t = self._input_frames(args, kwargs)
+        if t is None:
+            return super().forward(*args, **kwargs)
+        with clip(t):  # the module's own input says how long the clip is
+            return super().forward(*args, **kwargs)
+
+    def _input_frames(self, args: tuple, kwargs: dict) -> int | None:
+        """T from this module's input when its forward takes the clip (``pixel_values*``, as
+        ``(B, T, C, H, W)``) or the clip's shape (``input_shape``); else None."""
+        try:
+            names = list(inspect.signature(self.original_class.forward).parameters)[1:]
+        except (TypeError, ValueError):
+            return None
+        for name, index in (("pixel_values", 1), ("pixel_values_videos", 1), ("input_shape", 1)):
+            if name in names:
+                value = kwargs.get(name, args[names.index(name)] if names.index(name) < len(args) else None)
+                shape = value.shape if isinstance(value, torch.Tensor) else value
+                if isinstance(shape, (tuple, list)) and len(shape) == 5:
+                    return int(shape[index])
+        return None
 
     @property
     def frames_now(self) -> int:

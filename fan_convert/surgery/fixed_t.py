@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..context import check_frame_count
+from ..context import clip as declare_clip
 from ..errors import describe
 from . import rules
 from .builtin_rules import FRAME_COUNT_ATTRIBUTES
@@ -243,7 +244,7 @@ def _verify(model, sites, example_input, trained_at, frames, frame_axis) -> list
                     failures.setdefault("", [[], str(err)])[0].append(t)
                     continue
                 try:
-                    with _inference(model):
+                    with _inference(model), declare_clip(_clip_length(clip, frame_axis)):  # as an adapted root would
                         model(_fresh(clip))
                 except Exception as err:
                     culprit = stack[-1] if stack else ""
@@ -260,3 +261,8 @@ def _verify(model, sites, example_input, trained_at, frames, frame_axis) -> list
         found.append(Site(path, FIXED_T, classes.get(path, type(model).__name__), "", UNSUPPORTED, 0, (
             f"the model still fails at T={which} after rewriting its fixed-T sites: {message}")))
     return found
+
+
+def _clip_length(example_input: Any, frame_axis: int) -> int:
+    clips = list(example_input) if isinstance(example_input, (list, tuple)) else [example_input]
+    return max(int(c.shape[frame_axis]) for c in clips)
