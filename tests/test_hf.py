@@ -261,3 +261,40 @@ def test_without_transformers_an_hf_spec_names_the_extra(monkeypatch):
         fan_convert.build("hf:videomae")
     result = run("inspect", "hf:videomae")
     assert result.exit_code == 2 and "fan-convert[hf]" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_fine_tuning_reads_videos_as_the_model_takes_them(tmp_path):
+    from conftest import encode
+
+    from fan_convert.train.data import MultiViewClips, video_folder
+
+    for c in ("a", "b"):
+        (tmp_path / "videos" / c).mkdir(parents=True)
+        for v in range(2):
+            encode(tmp_path / "videos" / c / f"{v}.mp4", 12, size=(36, 40))
+    folder = tmp_path / "vm"
+    small("videomae").save_pretrained(folder)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": mean, "image_std": std}))
+    assert run(folder, "--frames", 4, 8, "-o", tmp_path / "fan.safetensors").exit_code == 0
+    fan = fan_convert.load(tmp_path / "fan.safetensors")
+    assert fan.config.image_mean == mean  # the manifest kept the folder's normalisation
+
+    from fan_convert.zoo.hf import reader_settings
+
+    settings = reader_settings(fan)
+    assert settings == {"layout": "BTCHW", "crop_size": 32, "mean": tuple(mean), "std": tuple(std)}
+    items, _ = video_folder(tmp_path / "videos")
+    views, _ = MultiViewClips(items, (4, 8), train=False, resize=36, **settings)[0]
+    assert views[4].shape == (4, 3, 32, 32) and views[8].shape == (8, 3, 32, 32)
+
+    result = run("train", tmp_path / "fan.safetensors", "--data", tmp_path / "videos", "--epochs", 1, "--batch-size", 2,
+                 "--crop", 32, "--resize", 36, "--optimizer", "adamw", "--lr", "1e-3", "--out-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    tuned = fan_convert.load(tmp_path / "run" / "fan.safetensors")
+    assert type(tuned) is type(fan)
+    result = run("eval", tmp_path / "run" / "fan.safetensors", "--data", tmp_path / "videos", "--frames", 4, 6, 8,
+                 "--crop", 32, "--resize", 36)
+    assert result.exit_code == 0, result.output
+    result = run("train", tmp_path / "fan.safetensors", "--data", tmp_path / "videos", "--epochs", 1, "--out-dir", tmp_path / "r2")
+    assert result.exit_code == 2 and "pass --crop 32" in result.output

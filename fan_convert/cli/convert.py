@@ -16,7 +16,7 @@ from ._app import _arch_kwargs, _targets, app, console, step
 
 @app.command()
 def convert(
-    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint: .safetensors, .pt/.pth state dict, or a save_pretrained folder."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint file, or a save_pretrained folder."),
     frames: opt.Frames = ...,
     arch: opt.Arch = None,
     temporal: opt.Temporal = None,

@@ -12,16 +12,23 @@ from ._app import _arch_kwargs, app, console, step
 
 
 def _dataset(data: str, list_file: Optional[Path], classes: Optional[Path], frames, *, train: bool, crop: int, resize: int,
-             split: str = "train", flip: bool = False):
+             split: str = "train", flip: bool = False, model=None):
     """A multi-view dataset from a folder of videos per class, an annotation list, or 'builtin'."""
     from ..train.data import MultiViewClips, read_items
+    from ..zoo.hf import reader_settings
 
+    settings = reader_settings(model) if model is not None else {}  # transformers: (B, T, C, H, W), own size/normalisation
+    if settings and data == "builtin":
+        raise ValueError("the built-in benchmark gives (B, C, T, H, W) clips of 32x32 frames; train transformers models on videos")
+    size = settings.pop("crop_size", crop)
+    if size != crop:
+        raise ValueError(f"{type(model).__name__} takes {size}x{size} frames: pass --crop {size}")
     if data == "builtin":
         from ..train.synthetic import TemporalBenchmark
 
         return TemporalBenchmark(split=split, frames=frames, train=train)
     items, _ = read_items(data, list_file, classes, report=lambda note: console.print(note, highlight=False))
-    return MultiViewClips(items, frames, train=train, crop_size=crop, resize=resize, flip=flip)
+    return MultiViewClips(items, frames, train=train, crop_size=crop, resize=resize, flip=flip, **settings)
 
 
 def _load_any(path: Path, arch: Optional[str], kwargs: dict, trust_pickle: bool, trust_factory: bool):
@@ -77,7 +84,7 @@ def train(
 
         fan = load(model_file, trust_factory=trust_factory)
         frames = fan.fan_plan.frames
-        dataset = _dataset(data, list_file, classes, frames, train=True, crop=crop, resize=resize, flip=flip)
+        dataset = _dataset(data, list_file, classes, frames, train=True, crop=crop, resize=resize, flip=flip, model=fan)
         config = TrainConfig(frames=frames, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                              schedule=schedule, warmup_epochs=warmup, weight_decay=weight_decay, distill_weight=distill_weight,
                              amp=amp, compile=compile_model, channels_last=channels_last, num_workers=workers, seed=seed,
@@ -128,7 +135,7 @@ def evaluate_command(
 
         frames = check_frames(frames)
         model = _load_any(model_file, arch, _arch_kwargs(num_classes, temporal, None), trust_pickle, trust_factory)
-        dataset = _dataset(data, list_file, classes, frames, train=False, crop=crop, resize=resize, split="val")
+        dataset = _dataset(data, list_file, classes, frames, train=False, crop=crop, resize=resize, split="val", model=model)
     with step(None, ImportError):
         results = {model_file.name: evaluate(model, dataset, frames, batch_size=batch_size, device=device,
                                                   num_workers=workers)}
@@ -167,7 +174,7 @@ def calibrate(
         output = output or model_file.with_name(model_file.name.split(".")[0] + ".calibrated.safetensors")
         check_output(output, overwrite=force)
         fan = load(model_file, trust_factory=trust_factory)
-        dataset = _dataset(data, list_file, classes, fan.fan_plan.frames, train=False, crop=crop, resize=resize)
+        dataset = _dataset(data, list_file, classes, fan.fan_plan.frames, train=False, crop=crop, resize=resize, model=fan)
     with step(None):
         recalibrate(fan, dataset, batches=batches, batch_size=batch_size, device=device, num_workers=workers)
         written = save(fan.cpu(), output, overwrite=force)

@@ -54,7 +54,29 @@ def read_pretrained_folder(path: str | Path) -> tuple[dict, dict[str, torch.Tens
 
     tensors, notes = _read_weights(path, getattr(transformers, wanted))
     notes.append(f"read the save_pretrained folder of a {wanted} ({config.model_type})")
-    return {"spec": f"hf:{config.model_type}", "kwargs": config_fields(config)}, tensors, notes
+    fields = config_fields(config)
+    normalisation = _normalisation(path)
+    if normalisation:
+        fields.update(normalisation)
+        notes.append(f"normalisation from the preprocessor config: mean {normalisation['image_mean']}, std {normalisation['image_std']}")
+    return {"spec": f"hf:{config.model_type}", "kwargs": fields}, tensors, notes
+
+
+def _normalisation(path: Path) -> dict:
+    """``image_mean``/``image_std`` of the folder's (video) preprocessor config, when it has them."""
+    import json
+
+    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+        try:
+            data = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        mean, std = data.get("image_mean"), data.get("image_std")
+        if isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 3:
+            return {"image_mean": [float(v) for v in mean], "image_std": [float(v) for v in std]}
+    return {}
 
 
 def _read_weights(path: Path, model_class) -> tuple[dict[str, torch.Tensor], list[str]]:

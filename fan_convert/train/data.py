@@ -77,6 +77,9 @@ class MultiViewClips(Dataset):
     ``decode_threads``: decoder threads per video (default: 1 inside DataLoader workers, which
     give the parallelism, else FFmpeg's choice).
 
+    ``layout="BTCHW"`` gives each view as ``(t, 3, S, S)`` instead, for ``transformers`` video
+    models (see :func:`fan_convert.zoo.hf.reader_settings`).
+
     Example::
 
         items, classes = video_folder("kinetics/train")
@@ -99,6 +102,7 @@ class MultiViewClips(Dataset):
         seed: int = 0,
         reader: str = "sampled",
         decode_threads: int | None = None,
+        layout: str = "BCTHW",
     ):
         if reader not in ("sampled", "full"):
             raise ValueError(f"reader must be 'sampled' or 'full', got {reader!r}")
@@ -109,6 +113,9 @@ class MultiViewClips(Dataset):
         self.std = torch.tensor(std).view(3, 1, 1, 1)
         self.seed = seed
         self.epoch = 0
+        if layout not in ("BCTHW", "BTCHW"):
+            raise ValueError(f"layout must be 'BCTHW' or 'BTCHW' (transformers video models), got {layout!r}")
+        self.layout = layout
 
     def __len__(self) -> int:
         return len(self.items)
@@ -151,7 +158,10 @@ class MultiViewClips(Dataset):
         x = video[used].permute(3, 0, 1, 2).float()  # (3, n, H, W)
         x = self._crop(x, g)
         x = (x / 255 - self.mean) / self.std
-        return {t: x[:, [where[i] for i in idx]].contiguous() for t, idx in views.items()}
+        clips = {t: x[:, [where[i] for i in idx]] for t, idx in views.items()}
+        if self.layout == "BTCHW":  # transformers video models take (B, T, C, H, W)
+            return {t: c.transpose(0, 1).contiguous() for t, c in clips.items()}
+        return {t: c.contiguous() for t, c in clips.items()}
 
     def _crop(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -94,7 +94,12 @@ class MultiView(nn.Module):
         self.model = model
 
     def forward(self, views: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        return {t: self.model(views[t]) for t in sorted(views)}
+        return {t: logits_of(self.model(views[t])) for t in sorted(views)}
+
+
+def logits_of(output):
+    """A model's logits: the output itself, or ``.logits`` of a transformers ``ModelOutput``."""
+    return getattr(output, "logits", output)
 
 
 def gather_rows(state: torch.Tensor, world: int, device: torch.device) -> torch.Tensor:

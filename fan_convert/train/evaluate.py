@@ -18,7 +18,7 @@ from ..context import frames as select_frames
 from ..context import nearest_key
 from ..nn import NormBank
 from .data import collate_views
-from .distributed import resolve_device
+from .distributed import logits_of, resolve_device
 
 
 @torch.no_grad()
@@ -51,7 +51,7 @@ def evaluate(
         labels = labels.to(device, non_blocking=True)
         total += labels.numel()
         for column, t in enumerate(frames):
-            logits = model(views[t].to(device, non_blocking=True))
+            logits = logits_of(model(views[t].to(device, non_blocking=True)))
             top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
             correct[0, column] += (top[:, 0] == labels).sum()
             correct[1, column] += (top == labels[:, None]).any(-1).sum()

@@ -23,10 +23,14 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["MissingExtraError", "video_classifiers", "build_hf", "hf_config", "video_input_name", "is_hf_video_model"]
+__all__ = [
+    "MissingExtraError", "video_classifiers", "build_hf", "hf_config", "video_input_name", "is_hf_video_model", "reader_settings",
+]
 
 # Config fields that record the training clip length, per model type (V-JEPA 2 names it differently).
 FRAME_FIELDS = ("num_frames", "frames_per_clip")
+# Input normalisation a config may carry (fan-convert adds them from a folder's preprocessor config).
+NORMALISATION = ("image_mean", "image_std")
 # What a saved config may carry that is not an architecture choice.
 _NOT_ARCHITECTURE = ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype")
 
@@ -91,7 +95,7 @@ def hf_config(name: str, **overrides: Any):
         data.pop("id2label", None)
         data.pop("label2id", None)
     default = config_class()
-    unknown = sorted(k for k in overrides if k not in default.to_dict() and not hasattr(default, k))
+    unknown = sorted(k for k in overrides if k not in default.to_dict() and not hasattr(default, k) and k not in NORMALISATION)
     if unknown:
         raise ValueError(f"{config_class.__name__} has no field {unknown[0]!r}; check --arch-kwarg / arch_kwargs")
     return config_class.from_dict(data)
@@ -135,3 +139,21 @@ def trained_frames(model: nn.Module) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
+
+
+def reader_settings(model: nn.Module) -> dict:
+    """What the video readers (:class:`~fan_convert.train.data.MultiViewClips`) must give
+    ``model``: for a ``transformers`` video model ``(B, T, C, H, W)`` clips (``layout``), its
+    frame size (``crop_size``) and, when its config carries them, its normalisation constants
+    (``mean``, ``std``). Empty for other models."""
+    if not is_hf_video_model(model):
+        return {}
+    config = model.config
+    size = getattr(config, "image_size", None) or getattr(config, "crop_size", None)
+    settings: dict = {"layout": "BTCHW"}
+    if isinstance(size, int):
+        settings["crop_size"] = size
+    mean, std = (getattr(config, name, None) for name in NORMALISATION)
+    if isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and len(mean) == len(std) == 3:
+        settings["mean"], settings["std"] = tuple(mean), tuple(std)
+    return settings
