@@ -108,6 +108,9 @@ def test_save_pretrained_folder_converts_runs_everywhere_and_specialises_back(mo
         assert (logits(rebuilt, x) - logits(fan, x)).abs().max() <= 1e-5
         fan_convert.save_specialized(fan, t, tmp_path / f"plain{t}.safetensors")
         assert torch.equal(logits(fan_convert.load(tmp_path / f"plain{t}.safetensors"), x), logits(plain, x))
+    plain.save_pretrained(tmp_path / "plain")  # the specialised model is a plain transformers model again
+    again = type(model).from_pretrained(tmp_path / "plain", local_files_only=True)
+    assert frame_count(again.config) == KEYS[-1] and torch.equal(logits(again, x), logits(plain, x))
 
 
 def test_fixed_t_sites_are_listed_with_the_recorded_frame_count():

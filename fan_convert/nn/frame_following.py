@@ -9,8 +9,8 @@ the very same parameters, buffers and children under the same names, run the lib
 length they compute exactly what the original computed, and ``specialize(frames=T)`` gives
 back a plain instance of the original class built for T.
 
-The running clip length is the module's own input's when its forward takes the clip
-(``pixel_values``, ``(B, T, C, H, W)``) or its shape (``input_shape``); otherwise
+The running clip length is the module's own input's for adapters whose wrapped forward takes
+the clip (``pixel_values``, ``(B, T, C, H, W)``) or its shape (``input_shape``); otherwise
 :func:`fan_convert.context.clip_frames` (inferred from the model's input by the adapted model's
 root); without one, the training length.
 
@@ -82,8 +82,10 @@ class FrameFollowing(TemporalPositionAdapter):
         adapter.__dict__["_adapter_keys"] = tuple(extra) + tuple(settings) + ("_adapter_keys",)
         return adapter
 
+    reads_input_frames = False  # True: the wrapped forward takes the clip as (B, T, C, H, W) or its shape
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        t = self._input_frames(args, kwargs)
+        t = self._input_frames(args, kwargs) if self.reads_input_frames else None
         if t is None:
             return super().forward(*args, **kwargs)
         with clip(t):  # the module's own input says how long the clip is

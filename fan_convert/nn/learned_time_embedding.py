@@ -22,6 +22,8 @@ __all__ = ["LearnedTimeEmbedding"]
 class LearnedTimeEmbedding(FrameFollowing):
     """Stands in for a module whose parameter ``name`` (``(1, T, C)``) has one entry per frame."""
 
+    reads_input_frames = True  # embeddings take the (B, T, C, H, W) clip (or its shape)
+
     @classmethod
     def for_module(cls, module: nn.Module, name: str, config=None) -> "LearnedTimeEmbedding":
         embedding = module._parameters[name]

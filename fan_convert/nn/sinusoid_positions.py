@@ -35,6 +35,8 @@ class SinusoidFramePositions(FrameFollowing):
     ``position_embeddings`` of shape ``(1, T' * S, C)``; ``position_embeddings`` reads as the
     table for the running clip."""
 
+    reads_input_frames = True  # embeddings take the (B, T, C, H, W) clip (or its shape)
+
     @classmethod
     def for_module(cls, module: nn.Module, trained_frames: int, tubelet: int, config=None) -> "SinusoidFramePositions":
         table = module.__dict__["position_embeddings"]

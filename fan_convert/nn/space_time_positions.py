@@ -22,6 +22,8 @@ class SpaceTimePositions(FrameFollowing):
     """Stands in for a module whose parameter ``position_embeddings`` is
     ``(1, [1 +] T' * S, C)`` (``class_token``: whether the first entry is the class position)."""
 
+    reads_input_frames = True  # embeddings take the (B, T, C, H, W) clip (or its shape)
+
     @classmethod
     def for_module(cls, module: nn.Module, trained_frames: int, tubelet: int, *, class_token: bool = True,
                    config=None) -> "SpaceTimePositions":
