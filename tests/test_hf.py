@@ -225,6 +225,9 @@ def test_config_json_path_builds_the_saved_architecture(tmp_path):
     model = fan_convert.build(f"hf:{tmp_path / 'vm' / 'config.json'}")
     assert model.config.num_frames == 8 and model.config.hidden_size == 32
     assert model.fan_arch["spec"] == "hf:videomae"
+    result = run("inspect", tmp_path / "vm", "--json", "--frames", 4, 8)  # a dry run on the folder's architecture
+    assert result.exit_code == 0, result.output
+    assert "SinusoidFramePositions" in result.output and "TubeletFrames" in result.output
 
 
 def test_bad_save_pretrained_folders_get_one_line_errors(tmp_path):

@@ -125,6 +125,8 @@ def inspect(
         from ..surgery import ConversionPlan, plan
         from ..zoo import build
 
+        if Path(target).is_dir():  # a transformers save_pretrained folder: its config.json names the model
+            target = f"hf:{target}"
         if target.endswith(".safetensors") or Path(target).is_file():
             conversion = ConversionPlan.from_dict(read_manifest(target)["plan"])
         else:
