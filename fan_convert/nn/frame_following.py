@@ -32,8 +32,18 @@ from .time_adapters import TemporalPositionAdapter
 
 __all__ = ["FrameFollowing", "frame_field"]
 
-_subclasses: dict[tuple[type, type], type] = {}
+_subclasses: dict[tuple, type] = {}
+_parameters: dict[type, list[str]] = {}
 _FRAME_FIELDS = ("num_frames", "frames_per_clip")
+
+
+def _forward_parameters(cls: type) -> list[str]:
+    if cls not in _parameters:
+        try:
+            _parameters[cls] = list(inspect.signature(cls.forward).parameters)[1:]
+        except (TypeError, ValueError):
+            _parameters[cls] = []
+    return _parameters[cls]
 
 
 def frame_field(config: Any) -> str | None:
@@ -94,10 +104,7 @@ class FrameFollowing(TemporalPositionAdapter):
     def _input_frames(self, args: tuple, kwargs: dict) -> int | None:
         """T from this module's input when its forward takes the clip (``pixel_values*``, as
         ``(B, T, C, H, W)``) or the clip's shape (``input_shape``); else None."""
-        try:
-            names = list(inspect.signature(self.original_class.forward).parameters)[1:]
-        except (TypeError, ValueError):
-            return None
+        names = _forward_parameters(self.original_class)
         for name, index in (("pixel_values", 1), ("pixel_values_videos", 1), ("input_shape", 1)):
             if name in names:
                 value = kwargs.get(name, args[names.index(name)] if names.index(name) < len(args) else None)
