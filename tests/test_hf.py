@@ -142,6 +142,22 @@ def test_explicit_frames_select_the_key_while_the_clip_sets_the_length():
     assert torch.equal(logits(fan, x), at16)  # 12 frames: the tie between 8 and 16 goes to 16
 
 
+def test_an_adapted_model_pickles_and_deep_copies():
+    import copy
+    import io
+
+    model = small("timesformer")
+    fan = perturb(fan_convert.adapt(model, frames=KEYS))
+    buffer = io.BytesIO()
+    torch.save(fan, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    for t in (4, 12):
+        x = clip(model, t)
+        assert torch.equal(logits(again, x), logits(fan, x))
+        assert torch.equal(logits(copy.deepcopy(fan), x), logits(fan, x))
+
+
 def test_learned_time_embeddings_interpolate_linearly():
     model = small("timesformer")
     fan = fan_convert.adapt(model, frames=KEYS)

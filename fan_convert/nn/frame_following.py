@@ -56,6 +56,20 @@ def frame_field(config: Any) -> str | None:
     return None
 
 
+def _subclass(mixin: type, base: type, follow: tuple[str, ...]) -> type:
+    """``mixin`` over ``base``, with a property per name in ``follow`` (one class per combination)."""
+    kind = _subclasses.get((mixin, base, follow))
+    if kind is None:
+        namespace = {name: property(lambda self, name=name: self.following(name)) for name in follow}
+        kind = type(f"{mixin.__name__}[{base.__name__}]", (mixin, base), {"__module__": mixin.__module__, **namespace})
+        _subclasses[(mixin, base, follow)] = kind
+    return kind
+
+
+def _remake(mixin: type, base: type, follow: tuple[str, ...]) -> nn.Module:
+    return object.__new__(_subclass(mixin, base, follow))
+
+
 class FrameFollowing(TemporalPositionAdapter):
     """Base of the adapters that subclass the module they replace (see the module docstring).
 
@@ -75,12 +89,7 @@ class FrameFollowing(TemporalPositionAdapter):
         base = type(module)
         if isinstance(module, FrameFollowing):
             raise TypeError(f"{base.__name__} is already a frame-following adapter")
-        kind = _subclasses.get((cls, base, follow))
-        if kind is None:
-            namespace = {name: property(lambda self, name=name: self.following(name)) for name in follow}
-            kind = type(f"{cls.__name__}[{base.__name__}]", (cls, base), {"__module__": cls.__module__, **namespace})
-            _subclasses[(cls, base, follow)] = kind
-        adapter = object.__new__(kind)
+        adapter = object.__new__(_subclass(cls, base, follow))
         adapter.__dict__.update({k: (v.copy() if isinstance(v, dict) else v) for k, v in module.__dict__.items()})
         extra = {
             "original_class": base, "trained_frames": int(trained_frames), "frame_unit": int(frame_unit),
@@ -89,8 +98,14 @@ class FrameFollowing(TemporalPositionAdapter):
         }
         for key, value in {**extra, **settings}.items():
             adapter.__dict__[key] = value
-        adapter.__dict__["_adapter_keys"] = tuple(extra) + tuple(settings) + ("_adapter_keys",)
+        adapter.__dict__["_adapter_keys"] = tuple(extra) + tuple(settings) + ("_adapter_keys", "_follow")
+        adapter.__dict__["_follow"] = follow
         return adapter
+
+    def __reduce_ex__(self, protocol):
+        # The class is made at run time: pickle (torch.save of a whole model) names how to remake it.
+        mixin = next(c for c in type(self).__mro__[1:] if issubclass(c, FrameFollowing))
+        return _remake, (mixin, self.original_class, self._follow), self.__dict__
 
     reads_input_frames = False  # True: the wrapped forward takes the clip as (B, T, C, H, W) or its shape
 
