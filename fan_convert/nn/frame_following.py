@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..context import clip, clip_frames
-from .time_adapters import TemporalPositionAdapter
+from .frame_units import FrameUnits
 
 __all__ = ["FrameFollowing", "frame_field"]
 
@@ -70,7 +70,7 @@ def _remake(mixin: type, base: type, follow: tuple[str, ...]) -> nn.Module:
     return object.__new__(_subclass(mixin, base, follow))
 
 
-class FrameFollowing(TemporalPositionAdapter):
+class FrameFollowing(FrameUnits, nn.Module):
     """Base of the adapters that subclass the module they replace (see the module docstring).
 
     Subclasses set ``frame_unit`` (clip frames per time step of the module, e.g. the tubelet

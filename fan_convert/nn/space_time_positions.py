@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .frame_following import FrameFollowing
-from .time_adapters import interpolate_time
+from .position_encodings import interpolate_time
 
 __all__ = ["SpaceTimePositions"]
 

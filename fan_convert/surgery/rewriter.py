@@ -85,7 +85,7 @@ def rewrite_sites(model: nn.Module, sites: Sequence[Site], *, keys: Sequence[int
             continue
         if site.kind == FIXED_T and isinstance(model.get_submodule(site.path), fixed_layers):
             continue
-        ctx = rules.BuildContext(path=site.path, keys=tuple(keys), trained_at=trained_at, kernel_size=kernel_size)
+        ctx = rules.BuildContext(path=site.path, keys=tuple(keys), trained_at=trained_at, kernel_size=kernel_size, root=model)
         replace_module(model, site.path, _build(model, site, ctx, kernel_size)[1])
 
 
@@ -176,7 +176,7 @@ def restore_specialized(model: nn.Module, frames: int, trained_at: int, fixed_t:
     for site in sites:
         if site.kind != FIXED_T or site.status != CONVERTED:
             continue
-        rule, layer = _build(model, site, rules.BuildContext(path=site.path, trained_at=trained_at))
+        rule, layer = _build(model, site, rules.BuildContext(path=site.path, trained_at=trained_at, root=model))
         replace_module(model, site.path, rule.plain(layer, frames))
     kept = kept_alterations or {}
     residual = rules.rule_named("alteration.residual")

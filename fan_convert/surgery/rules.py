@@ -36,12 +36,14 @@ KINDS = ("norm", "alteration", "fixed_t")
 @dataclass(frozen=True)
 class BuildContext:
     """What a rule's ``build`` may need: the module's path, the trained frame counts (keys), the
-    frame count the weights were trained at, and the alteration kernel size."""
+    frame count the weights were trained at, the alteration kernel size, and the model the
+    module sits in (``root``: e.g. a transformers model's shared config)."""
 
     path: str = ""
     keys: tuple[int, ...] = ()
     trained_at: int | None = None
     kernel_size: int = 1
+    root: nn.Module | None = None
 
 
 def _default_build(rule: "Rule", module: nn.Module, ctx: BuildContext) -> nn.Module:
@@ -253,8 +255,10 @@ def fan_layer_types(*kinds: str) -> tuple[type, ...]:
 
 
 def rule_for_layer(layer: nn.Module) -> Rule | None:
-    """The rule that builds layers of ``layer``'s class."""
-    return next((r for r in _table() if r.layer is type(layer)), None)
+    """The rule that builds layers of ``layer``'s class (or of a class it was made from: the
+    transformers adapters subclass the module they replace at run time)."""
+    exact = next((r for r in _table() if r.layer is type(layer)), None)
+    return exact or next((r for r in _table() if r.layer is not None and isinstance(layer, r.layer)), None)
 
 
 def user_rule_names(names: Sequence[str]) -> list[str]:

@@ -16,13 +16,16 @@ V-JEPA 2: ``frames_per_clip``). Modules tied to that length, and the adapter eac
   :class:`~fan_convert.nn.tubelet.TubeletFrames`; every frame count must then be a multiple of
   k, checked here, when the plan is made.
 
-The config's frame count itself is reported as a skipped site on the model's root.
+The config's frame count itself is reported as a skipped site on the model's root. Each is an
+entry of the rule table (:data:`HF_RULES`, consulted with the built-in rules): ``find`` decides
+from the module's type and tensor shapes, ``build`` makes the adapter (given the model, for its
+shared config), the adapter's ``specialize`` gives the plain module back.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Sequence
+from typing import Callable
 
 from torch import nn
 
@@ -32,13 +35,10 @@ from ..nn.learned_time_embedding import LearnedTimeEmbedding
 from ..nn.sinusoid_positions import SinusoidFramePositions
 from ..nn.space_time_positions import SpaceTimePositions
 from ..nn.tubelet import TubeletFrames, tubelet_conv
-from ..surgery.plan import CONVERTED, SKIPPED, Site
+from ..surgery.conversion import CONVERTED, FIXED_T, SKIPPED, Site
+from ..surgery.rules import BuildContext, Rule
 
-__all__ = ["hf_fixed_t_sites", "hf_time_adapter", "recorded_frames", "ADAPTERS"]
-
-FIXED_T = "fixed_t"
-ADAPTERS = {cls.__name__: cls for cls in (
-    FrameCountConfig, SinusoidFramePositions, LearnedTimeEmbedding, SpaceTimePositions, TubeletFrames)}
+__all__ = ["HF_RULES", "recorded_frames"]
 
 
 def _from_transformers(module: nn.Module) -> bool:
@@ -71,79 +71,110 @@ def _reads_frame_field(module: nn.Module, field: str) -> bool:
     return f"config.{field}" in source
 
 
-def _rule(module: nn.Module, trained: int, field: str) -> tuple[str, str] | None:
-    """(adapter name, reason) for a module tied to ``trained`` frames, or None."""
+def _time_embedding_name(module: nn.Module) -> str | None:
     params = module._parameters
-    table = module.__dict__.get("position_embeddings")
+    if "time_embeddings" in params:
+        return "time_embeddings"
+    return "position_embeddings" if "Temporal" in type(module).__name__ and "position_embeddings" in params else None
+
+
+# Each: (is this module such a site, given the training clip length) and the plan's note.
+def _reads_config_frames(module: nn.Module, trained: int) -> str | None:
     config = module.__dict__.get("config")
-    if config is not None and frame_field(config) == field and not hasattr(module, "base_model_prefix") \
-            and _reads_frame_field(module, field):
-        return "FrameCountConfig", (f"its forward reads config.{field} ({trained}) to reshape tokens; "
-                                    "it reads the running clip's frame count instead")
-    if table is not None and "position_embeddings" not in params and getattr(table, "dim", lambda: 0)() == 3:
-        return "SinusoidFramePositions", (f"fixed sinusoid position table for {table.shape[1]} patches at {trained} frames; "
-                                          "cut or regenerated for the running clip (the same table at the training length)")
-    time = params.get("time_embeddings")
-    if time is None and "Temporal" in type(module).__name__:
-        time = params.get("position_embeddings")
-    if time is not None and time.dim() == 3 and time.shape[1] == trained:
-        name = "time_embeddings" if "time_embeddings" in params else "position_embeddings"
-        return "LearnedTimeEmbedding", (f"learned {name} with one entry per frame ({trained}); "
-                                        "interpolated linearly to the running clip's frame count")
-    joint = params.get("position_embeddings")
-    k = _tubelet(module)
-    if joint is not None and joint.dim() == 3 and k > 1 and tubelet_conv(module) is None and "cls_token" in params:
-        return "SpaceTimePositions", (f"learned joint space-time positions for {trained // k} tubelet steps; "
-                                      "interpolated along time only to the running clip")
-    if tubelet_conv(module) is not None:
-        return "TubeletFrames", (f"tubelet embedding with temporal stride {tubelet_conv(module).stride[0]}: "
-                                 "clips must hold whole tubelets (checked before the embedding)")
+    field = frame_field(config) if config is not None else None
+    if field and not hasattr(module, "base_model_prefix") and _reads_frame_field(module, field):
+        return f"its forward reads config.{field} ({trained}) to reshape tokens; it reads the running clip's frame count instead"
     return None
 
 
-def hf_fixed_t_sites(model: nn.Module, frames: Sequence[int]) -> list[Site]:
-    """The fixed-T sites of a ``transformers`` video model (none for other models). Raises
-    ValueError when a frame count of ``frames`` is not a multiple of a tubelet size."""
-    trained = recorded_frames(model)
-    if trained is None:
-        return []
-    field = frame_field(model.config)
-    sites = [Site("", FIXED_T, type(model).__name__, "", SKIPPED, 0, (
-        f"config.{field}={trained}: the training clip length; the sites below read the running clip's instead, "
-        f"and specialize(T) writes T here"))]
-    for path, module in model.named_modules():
+def _sinusoid_table(module: nn.Module, trained: int) -> str | None:
+    table = module.__dict__.get("position_embeddings")
+    if table is not None and "position_embeddings" not in module._parameters and getattr(table, "dim", lambda: 0)() == 3:
+        return (f"fixed sinusoid position table for {table.shape[1]} patches at {trained} frames; cut or regenerated "
+                "for the running clip (the same table at the training length)")
+    return None
+
+
+def _time_embedding(module: nn.Module, trained: int) -> str | None:
+    name = _time_embedding_name(module)
+    embedding = module._parameters[name] if name else None
+    if embedding is not None and embedding.dim() == 3 and embedding.shape[1] == trained:
+        return f"learned {name} with one entry per frame ({trained}); interpolated linearly to the running clip's frame count"
+    return None
+
+
+def _space_time_positions(module: nn.Module, trained: int) -> str | None:
+    params, k = module._parameters, _tubelet(module)
+    joint = params.get("position_embeddings")
+    if joint is not None and joint.dim() == 3 and k > 1 and tubelet_conv(module) is None and "cls_token" in params:
+        return (f"learned joint space-time positions for {trained // k} tubelet steps; "
+                "interpolated along time only to the running clip")
+    return None
+
+
+def _tubelet_embedding(module: nn.Module, trained: int) -> str | None:
+    conv = tubelet_conv(module)
+    if conv is not None:
+        return (f"tubelet embedding with temporal stride {conv.stride[0]}: every frame count must be a multiple of "
+                f"{conv.stride[0]} (checked at conversion, and before the embedding at run time)")
+    return None
+
+
+def _finder(test: Callable[[nn.Module, int], str | None], layer: type, name: str) -> Callable:
+    def find(path: str, module: nn.Module, trained_at: int, observed) -> Site | None:
         if not path or not _from_transformers(module) or isinstance(module, FrameFollowing):
-            continue
-        found = _rule(module, trained, field)
-        if found is None:
-            continue
-        name, reason = found
-        if name == "TubeletFrames":
-            k = tubelet_conv(module).stride[0]
-            bad = [t for t in frames if t % k]
-            if bad:
-                near = sorted({k * max(1, t // k) for t in bad} | {k * (t // k + 1) for t in bad})
-                raise ValueError(
-                    f"{type(model).__name__} embeds tubelets of {k} frames ({type(module).__name__} at '{path}'), so every "
-                    f"frame count must be a multiple of {k}; {', '.join(map(str, bad))} is not: use e.g. "
-                    f"{' or '.join(map(str, near))}")
-        sites.append(Site(path, FIXED_T, type(module).__name__, name, CONVERTED, 0, reason))
-    return sites
+            return None
+        note = test(module, trained_at)
+        return None if note is None else Site(path, FIXED_T, type(module).__name__, layer.__name__, CONVERTED, 0, note, rule=name)
+    return find
 
 
-def hf_time_adapter(model: nn.Module, site: Site, module: nn.Module) -> nn.Module:
-    """The adapter ``site`` (from :func:`hf_fixed_t_sites`) puts in place of ``module``."""
-    trained = recorded_frames(model)
-    config = model.config
-    if site.becomes == "FrameCountConfig":
-        return FrameCountConfig.for_module(module)
-    if site.becomes == "SinusoidFramePositions":
-        return SinusoidFramePositions.for_module(module, trained, _tubelet(module), config=config)
-    if site.becomes == "LearnedTimeEmbedding":
-        name = "time_embeddings" if "time_embeddings" in module._parameters else "position_embeddings"
-        return LearnedTimeEmbedding.for_module(module, name, config=config)
-    if site.becomes == "SpaceTimePositions":
-        return SpaceTimePositions.for_module(module, trained, _tubelet(module), config=config)
-    if site.becomes == "TubeletFrames":
-        return TubeletFrames.for_module(module, trained, config=config)
-    raise TypeError(f"no frame-count adapter named {site.becomes!r}")
+def _report_config(path: str, module: nn.Module, trained_at: int, observed) -> Site | None:
+    trained = recorded_frames(module) if not path else None
+    if trained is None:
+        return None
+    field = frame_field(module.config)
+    return Site("", FIXED_T, type(module).__name__, "", SKIPPED, 0, (
+        f"config.{field}={trained}: the training clip length; the sites below read the running clip's instead, "
+        "and specialize(T) writes T here"), rule="fixed_t.hf_config_frames")
+
+
+def _config(ctx: BuildContext):
+    return getattr(ctx.root, "config", None) if ctx.root is not None else None
+
+
+def _trained(module: nn.Module, ctx: BuildContext) -> int:
+    recorded = recorded_frames(ctx.root) if ctx.root is not None else None
+    if recorded is None and ctx.trained_at is None:
+        raise ValueError(f"{type(module).__name__}: the training clip length is unknown; give trained_at")
+    return recorded or ctx.trained_at
+
+
+def _build_tubelet(module: nn.Module, ctx: BuildContext) -> nn.Module:
+    k = tubelet_conv(module).stride[0]
+    bad = [t for t in ctx.keys if t % k]
+    if bad:
+        near = sorted({k * max(1, t // k) for t in bad} | {k * (t // k + 1) for t in bad})
+        owner = type(ctx.root).__name__ if ctx.root is not None else type(module).__name__
+        raise ValueError(
+            f"{owner} embeds tubelets of {k} frames ({type(module).__name__} at '{ctx.path}'), so every frame count must "
+            f"be a multiple of {k}; {', '.join(map(str, bad))} is not: use e.g. {' or '.join(map(str, near))}")
+    return TubeletFrames.for_module(module, _trained(module, ctx), config=_config(ctx))
+
+
+def _rule(name: str, test, layer: type, build: Callable) -> Rule:
+    return Rule(name, FIXED_T, nn.Module, subclasses=True, layer=layer, build=build, find=_finder(test, layer, name))
+
+
+HF_RULES: tuple[Rule, ...] = (
+    Rule("fixed_t.hf_config_frames", FIXED_T, nn.Module, subclasses=True, find=_report_config),
+    _rule("fixed_t.hf_config_frame_count", _reads_config_frames, FrameCountConfig,
+          lambda m, ctx: FrameCountConfig.for_module(m)),
+    _rule("fixed_t.hf_sinusoid_positions", _sinusoid_table, SinusoidFramePositions,
+          lambda m, ctx: SinusoidFramePositions.for_module(m, _trained(m, ctx), _tubelet(m), config=_config(ctx))),
+    _rule("fixed_t.hf_time_embedding", _time_embedding, LearnedTimeEmbedding,
+          lambda m, ctx: LearnedTimeEmbedding.for_module(m, _time_embedding_name(m), config=_config(ctx))),
+    _rule("fixed_t.hf_space_time_positions", _space_time_positions, SpaceTimePositions,
+          lambda m, ctx: SpaceTimePositions.for_module(m, _trained(m, ctx), _tubelet(m), config=_config(ctx))),
+    _rule("fixed_t.hf_tubelet", _tubelet_embedding, TubeletFrames, _build_tubelet),
+)
