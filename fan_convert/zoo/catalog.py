@@ -71,4 +71,6 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("pytorchvideo:slowfast_16x8_r101_50_50", 64, (16, 32, 64), 224, alpha=4, heavy=True),
     ZooEntry("pytorchvideo:mvit_base_16x4", 16, (4, 8, 16), 224, heavy=True),
     ZooEntry("pytorchvideo:mvit_base_32x3", 32, (8, 16, 32), 224, heavy=True),
+    *(ZooEntry(f"torchvision:{n}", 8, (4, 8, 16), 64, {"temporal": "tsm", "num_classes": 10}, heavy=True)
+      for n in ("resnet50", "mobilenet_v2")),  # torchvision 2D classifiers as TSM (as timm's; slow under the matrix)
 )
