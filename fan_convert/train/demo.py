@@ -188,12 +188,12 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
         times[stage] = time.perf_counter() - started
         console.print(f"    ({format_seconds(times[stage])})")
 
+    console.print(f"rendering {cfg.train_size} training and {cfg.val_size} validation clips of the built-in temporal "
+                  f"benchmark ({len(CLASSES)} classes, 32 frames of 32x32)")
     started = time.perf_counter()
     train = TemporalBenchmark("train", size=cfg.train_size, frames=KEYS, seed=seed).prerender()
     val = TemporalBenchmark("val", size=cfg.val_size, frames=EVAL_FRAMES, seed=seed).prerender()
-    times["render"] = time.perf_counter() - started
-    console.print(f"rendered {cfg.train_size} training and {cfg.val_size} validation clips of the built-in temporal "
-                  f"benchmark ({len(CLASSES)} classes, 32 frames of 32x32) in {format_seconds(times['render'])}")
+    done("render", started)
 
     started = time.perf_counter()
     if from_scratch:
