@@ -40,6 +40,8 @@ SLOW = {"deploy.md", "evaluate.md", "fine-tune.md", "convert.md"}
 # commands that take minutes on 2 CPU cores: the full demo, latency measurement, torch.export + verification
 SLOW_COMMANDS = ("fan-convert demo", "fan-convert budget", "fan-convert export")
 OUTPUT_FLAGS = {"-o", "--output", "--json", "--plot", "--out-dir"}
+# blocks that list a call's arguments as a reference (placeholders, names defined later): compiled, not run
+REFERENCE_LISTINGS = {"conversion-rules.md": ("fan_convert.Rule(",)}
 NOT_CODE = {"text", "json", "toml", "yaml"}  # examples of output and file contents, not instructions
 
 
@@ -69,7 +71,7 @@ def code_blocks(path: Path) -> list[Block]:
 
 def shell_commands(text: str) -> list[str]:
     """One command per line (``\\`` continues a line, ``#`` starts a comment, ``&&`` chains)."""
-    joined = re.sub(r"\\\n\s*", " ", text)
+    joined = re.sub(r"\s*\\\n\s*", " ", text)
     commands = []
     for line in joined.splitlines():
         line = line.split(" #", 1)[0].strip() if not line.lstrip().startswith("#") else ""
@@ -166,6 +168,9 @@ class Session:
                 self.namespace[name] = make(self)
 
     def python(self, block: Block) -> None:
+        if block.text.startswith(REFERENCE_LISTINGS.get(self.doc, ())):
+            compile(block.text, f"{block.doc}:{block.line}", "exec")
+            return
         self.provide(block.text)
         exec(compile(block.text, f"{block.doc}:{block.line}", "exec"), self.namespace)
 
