@@ -37,7 +37,7 @@ KEYS = (4, 8, 16)
 EVAL_FRAMES = (4, 6, 8, 12, 16)
 OUTPUTS = ("fan.safetensors", "results.json")
 PLAIN_CHECKPOINT = Path(__file__).with_name("demo_plain16.safetensors")
-PLAIN_SHA256 = "7356c498602462cf7cafa69b857889f08011042a907c38858db75b771339c0fc"
+PLAIN_SHA256 = "e16d2b25f7f89ace1682ba36adf66baaa645ae04a87092804ae3f1ef6a46d339"
 
 
 @dataclass(frozen=True)
