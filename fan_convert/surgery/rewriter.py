@@ -103,13 +103,28 @@ def apply_plan(model: nn.Module, conversion: ConversionPlan, *, inplace: bool = 
     check_not_adapted(model, "apply the plan to")
     if not inplace:
         model = copy.deepcopy(model)
+    modes = {path: m.training for path, m in model.named_modules()}
+    originals = {id(m): m for m in model.modules()}  # holds them: a freed module's id could be reused
     converted = conversion.select()
     ordered = [s for s in converted if s.kind == FIXED_T] + [s for s in converted if s.kind != FIXED_T]
     rewrite_sites(model, ordered, keys=conversion.frames, trained_at=conversion.trained_at,
                   kernel_size=conversion.kernel_size)
+    _keep_modes(model, modes, originals)
     FrameInference(conversion.frame_axis).attach(model)
     model.fan_plan = conversion
     return model
+
+
+def _keep_modes(model: nn.Module, modes: dict[str, bool], originals: dict[int, nn.Module]) -> None:
+    """Each new module takes the train/eval mode of the module it replaced (or of its closest
+    original parent), as ``copy.deepcopy`` keeps modes: an ``eval()`` model adapts to an eval one."""
+    for path, module in model.named_modules():
+        if id(module) in originals:
+            continue
+        owner = path
+        while owner and owner not in modes:
+            owner = owner.rpartition(".")[0]
+        module.training = modes.get(owner, model.training)
 
 
 def get_plan(model: nn.Module) -> ConversionPlan:

@@ -25,6 +25,7 @@ from .data import Skipped, collate_views
 from .distributed import EpochSampler, MultiView, distributed_context, gather_rows, model_keys, own_row, resolve_device, uses_every_key
 from .loss import mutual_distillation_loss
 from .metrics import RunningMeans
+from .progress import EpochProgress
 from .recipe import lr_factor, param_groups, start_momentum, to_channels_last
 
 __all__ = ["TrainConfig", "Trainer", "EpochSampler", "distributed_context", "lr_factor", "param_groups", "to_channels_last"]
@@ -288,15 +289,11 @@ class Trainer:
 
     def fit(self) -> list[dict]:
         """Train to ``config.epochs``; returns one record per epoch (also in ``out_dir/log.jsonl``)."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
         config = self.config
-        show = config.progress and self.rank == 0
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
-                      TimeRemainingColumn(), disable=not show, transient=False) as progress:
+        with EpochProgress(enabled=config.progress and self.rank == 0) as progress:
             while self.epoch < config.epochs:
                 loader = self._loader()
-                task = progress.add_task(f"epoch {self.epoch + 1}/{config.epochs}", total=len(loader), stats="")
+                progress.start(f"epoch {self.epoch + 1}/{config.epochs}", total=len(loader))
                 means = RunningMeans()
                 clips, started = 0, time.perf_counter()
                 for views, labels, skipped in loader:
@@ -305,12 +302,13 @@ class Trainer:
                     means.add(self.train_step(views, labels))
                     self.batch_in_epoch += 1
                     clips += labels.numel()
+                    stats = None  # read back from the device only every log_every steps
                     if means.unread >= config.log_every:
-                        rate = clips / (time.perf_counter() - started)
-                        progress.update(task, stats=f"{means.summary()} {rate:.1f} clips/s")
-                    progress.update(task, advance=1)
+                        stats = f"{means.summary()}, {clips / (time.perf_counter() - started):.1f} clips/s"
+                    progress.advance(stats)
                     if config.checkpoint_every and self.batches_done % config.checkpoint_every == 0:
                         self.save_checkpoint()
+                progress.finish(f"{means.summary()}, {clips / (time.perf_counter() - started):.1f} clips/s")
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 record = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
