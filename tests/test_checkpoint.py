@@ -132,3 +132,21 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644  # readable by a serving process of another user
+
+
+def test_allow_missing_matches_a_module_name_suffix_inside_a_wrapper():
+    from torch import nn
+
+    from fan_convert.io import load_into
+
+    class Wrapper(nn.Module):
+        def __init__(self, classes):
+            super().__init__()
+            self.backbone = nn.Sequential()
+            self.backbone.add_module("fc", nn.Linear(4, classes))
+
+    tensors = Wrapper(10).state_dict()
+    notes = load_into(Wrapper(3), tensors, allow_missing=("fc",))
+    assert any("shape-mismatched" in note for note in notes)
+    with pytest.raises(Exception, match="shape-mismatched"):
+        load_into(Wrapper(3), tensors, allow_missing=("c",))  # a suffix of a name, not of a module path

@@ -106,6 +106,23 @@ def _resnet50_tsm_state(path: Path) -> None:
     torch.save(build("timm:resnet50", temporal="tsm", num_classes=174).state_dict(), path)
 
 
+def _torchvision_resnet50_state(path: Path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+
+
+def _videomae_folder(path: Path) -> None:
+    """A save_pretrained folder of a VideoMAE classifier at its canonical clip (16 x 224 x 224), made
+    narrow and shallow so that converting and training it takes seconds."""
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    torch.manual_seed(0)
+    config = VideoMAEConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=2)
+    VideoMAEForVideoClassification(config).save_pretrained(path)
+
+
 def _videos(path: Path) -> None:
     for name in ("archery", "bowling"):
         (path / name).mkdir(parents=True)
@@ -139,10 +156,12 @@ COMMON_FILES: dict[str, Callable[[Path], None]] = {
 FILES: dict[str, dict[str, Callable[[Path], None]]] = {
     "evaluate.md": {"pretrained.pth": lambda p: _r3d_state(p, 174)},
     "fine-tune.md": {"pretrained.pth": _resnet50_tsm_state},
+    "zoo.md": {"resnet50.pth": _torchvision_resnet50_state, "./videomae-ssv2/": _videomae_folder},
 }
 NAMES: dict[str, dict[str, Callable]] = {
     "deploy.md": {"fan": _load("r3d.fan.safetensors"), "clip_8_frames": lambda s: torch.randn(1, 3, 8, 112, 112)},
     "fine-tune.md": {"fan": _load("r50.fan.safetensors")},
+    "zoo.md": {"clip": lambda s: torch.randn(1, 16, 3, 224, 224)},
 }
 
 

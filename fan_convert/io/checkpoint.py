@@ -176,7 +176,12 @@ def align_keys(tensors: dict[str, torch.Tensor], model_keys: list[str]) -> tuple
 
 
 def _matches_any(key: str, patterns) -> bool:
-    return any(key == p or key.startswith(p + ".") or re.fullmatch(p, key) for p in patterns)
+    """A key is matched by its own name, a prefix of it, a regex, or its module's name suffix
+    (``fc`` matches ``backbone.fc.weight`` in a video wrapper)."""
+    module = key.rpartition(".")[0]
+    return any(
+        key == p or key.startswith(p + ".") or module.endswith("." + p) or re.fullmatch(p, key) for p in patterns
+    )
 
 
 def load_into(
