@@ -3,6 +3,7 @@ was built for and the frame counts it is converted to. Random weights; nothing d
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ class ZooEntry:
     alpha: int | None = None  # SlowFast: the slow pathway takes every alpha-th frame
     heavy: bool = False  # slow on 2 CPU cores: excluded from the default test run
     targets: tuple[str | None, ...] = ("default", "paper", None)  # alteration presets it supports
+    frame_axis: int = 2  # where T sits in a clip: 2 for (B, C, T, H, W), 1 for transformers' (B, T, C, H, W)
+    untrained: int | None = None  # a T between the keys it is not trained at (default: between the first two)
 
     @property
     def name(self) -> str:
@@ -34,12 +37,21 @@ class ZooEntry:
         """The architecture with random weights (the libraries' deprecation chatter silenced)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return build(self.spec, **self.kwargs)
+            model = build(self.spec, **self.kwargs)
+        if self.spec.startswith("hf:"):  # transformers zero-initialises position tables and tokens: make them count
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.1 * torch.randn_like(p))
+        return model
+
+    @property
+    def untrained_t(self) -> int:
+        return self.untrained or (self.frames[0] + self.frames[1]) // 2 + 1
 
     def clip(self, t: int, seed: int = 0) -> torch.Tensor | list[torch.Tensor]:
         """A random clip of ``t`` frames in the model's input layout (a fresh list for SlowFast,
         whose forward rewrites its input list)."""
-        return random_clip(t, self.size, alpha=self.alpha, seed=seed)
+        return random_clip(t, self.size, alpha=self.alpha, frame_axis=self.frame_axis, seed=seed)
 
 
 _TIMM = ("resnet18", "resnet50", "mobilenetv2_100", "mobilenetv3_small_100", "efficientnet_b0", "regnetx_002", "convnext_tiny")
@@ -74,3 +86,22 @@ ZOO: tuple[ZooEntry, ...] = (
     *(ZooEntry(f"torchvision:{n}", 8, (4, 8, 16), 64, {"temporal": "tsm", "num_classes": 10}, heavy=True)
       for n in ("resnet50", "mobilenet_v2")),  # torchvision 2D classifiers as TSM (as timm's; slow under the matrix)
 )
+
+
+_HF_BLOCK = dict(hidden_size=32, num_attention_heads=2, num_labels=10)
+# transformers video classifiers at tiny sizes, trained at 8 frames; 6 frames is whole tubelets
+HF_SMALL = {
+    "videomae": dict(num_frames=8, image_size=32, patch_size=16, num_hidden_layers=2, intermediate_size=64),
+    "timesformer": dict(num_frames=8, image_size=32, patch_size=16, num_hidden_layers=2, intermediate_size=64),
+    "vivit": dict(num_frames=8, image_size=32, tubelet_size=[2, 16, 16], num_hidden_layers=2, intermediate_size=64),
+    "vjepa2": dict(frames_per_clip=8, crop_size=32, patch_size=16, num_hidden_layers=2, num_pooler_layers=1,
+                   pred_hidden_size=32, pred_num_hidden_layers=1, pred_num_attention_heads=2),
+    "videoprism_vision_model": dict(num_frames=8, image_size=36, tubelet_size=[1, 18, 18], num_spatial_layers=1,
+                                    num_temporal_layers=1, num_auxiliary_layers=0, intermediate_size=64),
+}
+if importlib.util.find_spec("transformers") is not None:  # the optional extra 'hf'
+    ZOO += tuple(
+        ZooEntry(f"hf:{n}", 8, (4, 8, 16), kw.get("image_size", kw.get("crop_size")), {**kw, **_HF_BLOCK},
+                 targets=("default", None), frame_axis=1, untrained=6)  # no residual blocks for "paper"
+        for n, kw in HF_SMALL.items()
+    )

@@ -14,6 +14,7 @@ from ..context import frames as select_frames
 from ..errors import describe
 from ..surgery import adapt, specialize
 from ..testing import count_parameters, fresh, randomize_norms
+from ..train.distributed import logits_of
 from .catalog import ZooEntry
 
 
@@ -57,9 +58,11 @@ def convert_entry(entry: ZooEntry, targets: str | None = "default") -> Conversio
     torch.manual_seed(0)
     model = randomize_norms(entry.build()).eval()
     clip = entry.clip(entry.trained_at)
-    expected = model(fresh(clip))
+    expected = logits_of(model(fresh(clip)))
     started = time.perf_counter()
-    fan = adapt(model, entry.frames, targets=targets, trained_at=entry.trained_at, example_input=clip).eval()
+    fan = adapt(
+        model, entry.frames, targets=targets, trained_at=entry.trained_at, example_input=clip, frame_axis=entry.frame_axis,
+    ).eval()
     return Conversion(entry, targets, model, fan, clip, expected, time.perf_counter() - started)
 
 
@@ -93,13 +96,12 @@ def check_entry(
         diffs = []
         for k in entry.frames:
             with select_frames(k):
-                diffs.append((fan(fresh(clip)) - expected).abs().max().item())
+                diffs.append((logits_of(fan(fresh(clip))) - expected).abs().max().item())
         result.max_diff = max(diffs)
         if result.max_diff > tolerance:
             raise AssertionError(f"function not preserved: max |logit difference| {result.max_diff:.2e} > {tolerance:g}")
-        untrained = (entry.frames[0] + entry.frames[1]) // 2 + 1
-        for t in sorted({*entry.frames, untrained} - {entry.trained_at}):
-            out = fan(entry.clip(t, seed=t))
+        for t in sorted({*entry.frames, entry.untrained_t} - {entry.trained_at}):
+            out = logits_of(fan(entry.clip(t, seed=t)))
             if out.shape != expected.shape or not torch.isfinite(out).all():
                 raise AssertionError(f"bad output at T={t}: shape {tuple(out.shape)}")
         result.specialized_params = count_parameters(specialize(fan, entry.trained_at))
