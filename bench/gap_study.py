@@ -48,10 +48,10 @@ from fan_convert.context import select_key  # noqa: E402
 from fan_convert.train.evaluate import calibrate  # noqa: E402
 from fan_convert.train.synthetic import TemporalBenchmark  # noqa: E402
 
-PARTS = {"stem": ("stem",), "stage1": ("stages.0",), "stage2": ("stages.1",), "stage3": ("stages.2",),
-         "all": ("stem", "stages.0", "stages.1", "stages.2", "fc")}
-ROWS = ("plain", "st", "fan-finetune", "no-wa", "ce4-short", "ce4-long", *(f"private-{p}" for p in PARTS),
-        "lambda-0.5", "lambda-2", "no-calib", "lr-0.01")
+PARTS = {"all": ("stem", "stages.0", "stages.1", "stages.2", "fc"), "stem": ("stem",), "stage1": ("stages.0",),
+         "stage2": ("stages.1",), "stage3": ("stages.2",)}
+ROWS = ("plain", "st", "fan-finetune", "ce4-short", "ce4-long", *(f"private-{p}" for p in PARTS), "no-calib", "lr-0.01",
+        "lambda-0.5", "lambda-2", "no-wa")  # the order they run in
 LABELS = {
     "plain": "Plain (trained at 16)", "st": "ST (one model per T)", "fan-finetune": "FAN-finetune (table 1 recipe)",
     "no-wa": "FAN-finetune w/o Weight Alteration",
@@ -115,7 +115,12 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict, save) -> di
         console.print(f"  seed {seed} {'st':<15} {table1._fmt_row(own)}")
         save(out)
     for row in todo:
-        if not (row in ("fan-finetune", "no-wa", "lambda-0.5", "lambda-2", "no-calib", "lr-0.01") or row.startswith("private-")):
+        if row in ("plain", "st"):
+            continue
+        if row.startswith("ce4-"):
+            epochs, lr, warmup = (tune, recipe.finetune_lr, 0.0) if row == "ce4-short" else (full, recipe.lr, recipe.warmup_epochs)
+            model = copy.deepcopy(plain)
+            record(row, model, table1.fit(model, train, (4,), epochs=epochs, lr=lr, seed=seed + 1, recipe=recipe, warmup=warmup))
             continue
         fan = fan_convert.adapt(plain, frames=KEYS, **({"targets": None} if row == "no-wa" else {}))
         if row.startswith("private-"):
@@ -127,11 +132,6 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict, save) -> di
         lr = 0.01 if row == "lr-0.01" else recipe.finetune_lr
         table1.fit(fan, train, KEYS, epochs=tune, lr=lr, seed=seed + 1, recipe=recipe, warmup=0.0, distill_weight=weight)
         record(row, fan, time.perf_counter() - started)
-    for row, (epochs, lr, warmup) in {"ce4-short": (tune, recipe.finetune_lr, 0.0),
-                                      "ce4-long": (full, recipe.lr, recipe.warmup_epochs)}.items():
-        if row in todo:
-            model = copy.deepcopy(plain)
-            record(row, model, table1.fit(model, train, (4,), epochs=epochs, lr=lr, seed=seed + 1, recipe=recipe, warmup=warmup))
     return out
 
 
