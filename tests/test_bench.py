@@ -109,6 +109,7 @@ def test_overparam_quick_rows_resume_across_runs_and_report_without_training(tab
     out = capsys.readouterr().out
     assert "reusing finished rows plain, calibrate" in out and "seed 0 plain" not in out and "seed 0 control" in out
     assert second["plain"] == first["plain"]
+    assert len(list((tmp_path / "table1_seeds").glob("table1_overparam_quick_seed0.plain.*.safetensors"))) == 1
     report = table1.main([*argv, "--rows", "plain", "calibrate", "control", "--no-train"])
     assert list(report) == ["plain", "calibrate", "control"]
     assert "regime `overparam`" in (tmp_path / "table1_overparam_quick.md").read_text()
