@@ -155,6 +155,9 @@ def markdown(per_seed: dict, rows: list[str], recipe: Recipe, regime: str) -> st
         cells = [stat([r["top1"][t] for r in runs.values()]) for t in KEYS]
         deltas = []
         for t in KEYS:
+            if st == "st4" and t != min(KEYS):  # the 4-frame model is only an anchor at 4 frames
+                deltas.append("–")
+                continue
             pairs = [runs[s]["top1"][t] - per_seed[s][st]["top1"][t] for s in runs if st and st in per_seed[s]]
             deltas.append(f"{stat(pairs)}" if pairs else "–")
         params = next(iter(runs.values()))["params"]
