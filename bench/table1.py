@@ -3,8 +3,12 @@
     python bench/table1.py                      # 3 seeds, 3000 train / 1200 val clips (~45 min)
     python bench/table1.py --quick              # a tiny smoke configuration (~1 min)
     python bench/table1.py --seeds 0 --rows plain st fan-finetune
+    python bench/table1.py --regime overparam   # a 7.7x larger model on a third of the clips
 
-Every row uses TSM(tiny_resnet) and the same data, seeds and recipe (SGD, cosine, batch 16):
+Every row uses TSM(tiny_resnet) and the same data, seeds and recipe (SGD, cosine, batch 16).
+Two regimes: ``today`` (78k parameters, 3000 clips, 10 epochs: capacity-starved) and
+``overparam`` (a fourth stage of 128 channels with two blocks, 605k parameters, 1000 clips,
+30 epochs: over-parameterised and data-limited, like a ResNet-50 on a real video dataset).
 
 - plain         trained at 16 frames, evaluated at every frame count (Temporal Deviation);
 - st            separated training: one model per key (4, 8, 16), each evaluated at its own T
@@ -20,10 +24,12 @@ Every row uses TSM(tiny_resnet) and the same data, seeds and recipe (SGD, cosine
                 training?);
 - fan-scratch   the adapted architecture trained from ST's initialisation for ST's epochs;
 - no-sn, no-wa, ce-all   fan-finetune without Specialized Normalization, without Weight
-                Alteration, and with cross-entropy on every branch instead of distillation.
+                Alteration, and with cross-entropy on every branch instead of distillation;
+- plain-long    plain trained for twice the epochs (does the chosen schedule converge?).
 
-Per-seed results are written as they finish (``<out>/table1_seeds/seed<N>.json``) and reused by
-a rerun with the same configuration, so an interrupted run continues where it stopped. The
+Per-seed results are written as they finish (``<out>/table1_seeds/seed<N>.json``; finished rows
+of an unfinished seed in ``seed<N>.partial.json``) and reused by a rerun with the same
+configuration, so an interrupted run continues where it stopped. The
 summary (mean ± std over seeds) goes to ``<out>/table1.md``, ``table1.json`` and ``table1.png``.
 """
 
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import statistics
@@ -41,6 +48,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import fan_convert
@@ -53,7 +61,7 @@ from fan_convert.zoo.wrappers import TSM
 KEYS = (4, 8, 16)
 EVAL_FRAMES = (2, 4, 6, 8, 12, 16, 20)
 ROWS = ("plain", "st", "ensemble", "mixed", "proportional", "calibrate", "fan-finetune", "control",
-        "fan-scratch", "no-sn", "no-wa", "ce-all")
+        "fan-scratch", "no-sn", "no-wa", "ce-all", "plain-long")
 NEEDS = {"st": ("plain",), "ensemble": ("st",), "calibrate": ("plain",), "fan-finetune": ("plain",),
          "control": ("plain",), "no-sn": ("plain",), "no-wa": ("plain",), "ce-all": ("plain",)}
 LABELS = {
@@ -62,6 +70,7 @@ LABELS = {
     "fan-finetune": "**FAN-finetune**", "control": "Control: Plain + same steps at 16",
     "fan-scratch": "**FAN-scratch**", "no-sn": "FAN-finetune w/o Specialized Norm",
     "no-wa": "FAN-finetune w/o Weight Alteration", "ce-all": "FAN-finetune, CE on every branch",
+    "plain-long": "Plain, twice the epochs (convergence check)",
 }
 console = Console(width=140)
 
@@ -80,9 +89,17 @@ class Recipe:
     finetune_calibrate: bool = True  # recompute each key's norm statistics before fine-tuning
     calibrate_batches: int = 20
     rho: float = 0.5  # mixed / proportional sampling
+    widths: tuple = (16, 32, 64)  # tiny_resnet stages
+    blocks: tuple = (1, 1, 1)
 
 
 QUICK = Recipe(train_size=48, val_size=32, epochs=1, finetune_epochs=1, calibrate_batches=2)
+# Fixed before any FAN row was run (docs/benchmark.md): 7.7x the parameters, a third of the clips,
+# the same number of SGD steps as today's regime, fine-tuning a fifth of the epochs as today.
+OVERPARAM = dict(train_size=1000, epochs=30, finetune_epochs=6, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 2))
+REGIMES = {"today": {}, "overparam": OVERPARAM}
+MARGINS = {"today": -2.0, "overparam": -0.5}  # the issue's bar for FAN-finetune vs ST
+DEVICE = "cpu"
 
 
 class MixedSampling(torch.utils.data.Dataset):
@@ -131,41 +148,49 @@ class Ensemble(nn.Module):
         return torch.stack([m(x).softmax(-1) for m in self.members]).mean(0).log()
 
 
-def new_model(seed: int) -> nn.Module:
+def new_model(seed: int, recipe: Recipe = Recipe()) -> nn.Module:
     torch.manual_seed(seed)
-    return TSM(tiny_resnet(num_classes=len(CLASSES)))
+    return TSM(tiny_resnet(num_classes=len(CLASSES), widths=recipe.widths, blocks=recipe.blocks))
 
 
 def fit(model, data, frames, *, epochs, lr, seed, recipe: Recipe, warmup=None, trainer_cls=Trainer, **options) -> float:
     config = TrainConfig(frames=frames, epochs=epochs, lr=lr, batch_size=recipe.batch_size,
                          weight_decay=recipe.weight_decay, seed=seed, progress=False,
-                         warmup_epochs=recipe.warmup_epochs if warmup is None else warmup, **options)
+                         warmup_epochs=recipe.warmup_epochs if warmup is None else warmup, device=DEVICE, **options)
     started = time.perf_counter()
     trainer_cls(model, data, config).fit()
     return time.perf_counter() - started
 
 
 def top1(model, val) -> dict[int, float]:
-    return {t: r["top1"] for t, r in evaluate(model, val, EVAL_FRAMES, batch_size=100).items()}
+    return {t: r["top1"] for t, r in evaluate(model, val, EVAL_FRAMES, batch_size=100, device=DEVICE).items()}
 
 
 def params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run_seed(seed: int, recipe: Recipe, rows: list[str]) -> dict[str, dict]:
-    """Train and evaluate every row for one seed: {row: {top1: {T: %}, seconds, cost, params}}."""
+def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict | None = None, save=None,
+             plain_cache: Path | None = None) -> dict[str, dict]:
+    """Train and evaluate every row for one seed: {row: {top1: {T: %}, seconds, cost, params}}.
+
+    Rows in ``done`` (finished by an interrupted run) are kept; ``save(out)`` is called after each
+    row. The Plain@16 weights are kept in ``plain_cache`` (safetensors), so a resumed run that
+    still needs Plain loads it instead of training it again."""
     train = TemporalBenchmark("train", size=recipe.train_size, frames=KEYS, seed=seed).prerender()
     val = TemporalBenchmark("val", size=recipe.val_size, frames=EVAL_FRAMES, seed=seed).prerender()
     full, tune = recipe.epochs, recipe.finetune_epochs
-    out: dict[str, dict] = {}
+    out: dict[str, dict] = dict(done or {})
+    rows = [r for r in rows if r not in out]
     models: dict[str, nn.Module] = {}
+    save = save or (lambda _: None)
 
     def record(row, model, seconds, cost, top=None):
         """cost: (description, epochs x frames), e.g. ("10x16 + 2x(4+8+16)", 216)."""
         out[row] = {"top1": top or top1(model, val), "seconds": round(seconds, 1), "cost": cost[0],
                     "frame_epochs": cost[1], "params": params(model)}
         console.print(f"  seed {seed} {row:<13} {_fmt_row(out[row]['top1'])}  {seconds:6.0f} s")
+        save(out)
 
     def wanted(row):
         return row in rows or any(row in NEEDS.get(r, ()) for r in rows)
@@ -173,8 +198,16 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str]) -> dict[str, dict]:
     if wanted("st") or wanted("plain"):
         st = {}
         for t in sorted(KEYS, reverse=True) if wanted("st") else (max(KEYS),):
-            model = new_model(seed)
-            seconds = fit(model, train, (t,), epochs=full, lr=recipe.lr, seed=seed, recipe=recipe)
+            model = new_model(seed, recipe)
+            if t == max(KEYS) and plain_cache is not None and plain_cache.exists():
+                model.load_state_dict(load_file(plain_cache))
+                seconds = out.get("plain", {}).get("seconds", 0.0)
+            else:
+                seconds = fit(model, train, (t,), epochs=full, lr=recipe.lr, seed=seed, recipe=recipe)
+                if t == max(KEYS) and plain_cache is not None:
+                    tmp = plain_cache.with_name(plain_cache.name + ".tmp")
+                    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+                    os.replace(tmp, plain_cache)
             st[t] = (model, seconds, top1(model, val))
         models["plain"] = st[max(KEYS)][0]
         if "plain" in rows:
@@ -185,28 +218,33 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str]) -> dict[str, dict]:
                          "cost": f"{full}x(4+8+16)", "frame_epochs": full * sum(KEYS), "params": sum(params(m) for m, _, _ in st.values()),
                          "per_model": {t: top for t, (_, _, top) in st.items()}}
             console.print(f"  seed {seed} {'st':<13} {_fmt_row(own)}")
+            save(out)
         if "ensemble" in rows:
             ensemble = Ensemble([st[t][0] for t in KEYS])
             record("ensemble", ensemble, sum(s for _, s, _ in st.values()), (f"{full}x(4+8+16)", full * sum(KEYS)))
 
+    if "plain-long" in rows:
+        model = new_model(seed, recipe)
+        record("plain-long", model, fit(model, train, (16,), epochs=2 * full, lr=recipe.lr, seed=seed, recipe=recipe),
+               (f"{2 * full}x16", 2 * full * 16))
     if "mixed" in rows:
-        model = new_model(seed)
+        model = new_model(seed, recipe)
         mixed = MixedSampling(train, rho=recipe.rho, seed=seed)
         record("mixed", model, fit(model, mixed, (4,), epochs=full, lr=recipe.lr, seed=seed, recipe=recipe), (f"{full}x4", full * 4))
     if "proportional" in rows:
-        model = new_model(seed)
+        model = new_model(seed, recipe)
         seconds = fit(model, train, (4, 16), epochs=full, lr=recipe.lr, seed=seed, recipe=recipe,
                       trainer_cls=lambda *a: ProportionalTrainer(*a, rho=recipe.rho))
         record("proportional", model, seconds, (f"{full}x(4|16)", round(full * (recipe.rho * 4 + (1 - recipe.rho) * 16))))
     if "fan-scratch" in rows:
-        model = fan_convert.adapt(new_model(seed), frames=KEYS)
+        model = fan_convert.adapt(new_model(seed, recipe), frames=KEYS)
         record("fan-scratch", model, fit(model, train, KEYS, epochs=full, lr=recipe.lr, seed=seed, recipe=recipe),
                (f"{full}x(4+8+16)", full * sum(KEYS)))
 
     plain = models.get("plain")
     if "calibrate" in rows:
         started = time.perf_counter()
-        fan = calibrate(fan_convert.adapt(plain, frames=KEYS), train, batches=recipe.calibrate_batches)
+        fan = calibrate(fan_convert.adapt(plain, frames=KEYS), train, batches=recipe.calibrate_batches, device=DEVICE)
         record("calibrate", fan, time.perf_counter() - started, (f"{full}x16 + 0", full * 16))
     finetunes = {"fan-finetune": {}, "no-sn": {"norms": False}, "no-wa": {"targets": None}, "ce-all": {}}
     for row, adapt_options in finetunes.items():
@@ -215,7 +253,7 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str]) -> dict[str, dict]:
         fan = fan_convert.adapt(plain, frames=KEYS, **adapt_options)
         started = time.perf_counter()
         if recipe.finetune_calibrate and adapt_options.get("norms", True):
-            calibrate(fan, train, batches=recipe.calibrate_batches)
+            calibrate(fan, train, batches=recipe.calibrate_batches, device=DEVICE)
         fit(fan, train, KEYS, epochs=tune, lr=recipe.finetune_lr, seed=seed + 1, recipe=recipe, warmup=0.0,
             loss_mode="ce" if row == "ce-all" else "distill")
         record(row, fan, time.perf_counter() - started, (f"{full}x16 + {tune}x(4+8+16)", full * 16 + tune * sum(KEYS)))
@@ -245,12 +283,25 @@ def summarize(per_seed: dict[int, dict], rows: list[str]) -> dict[str, dict]:
     return summary
 
 
-def bars(summary: dict) -> list[str]:
-    """The issue's bars, checked against the measured means."""
+def paired(per_seed: dict, row: str, other: str) -> dict[int, tuple[float, float, int]]:
+    """Per-seed differences ``row - other`` at each trained T: {T: (mean, std, seeds)}."""
+    seeds = [s for s in per_seed if row in per_seed[s] and other in per_seed[s]]
+    out = {}
+    for t in KEYS:
+        diffs = [per_seed[s][row]["top1"][t] - per_seed[s][other]["top1"][t] for s in seeds]
+        if diffs:
+            out[t] = (statistics.fmean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0, len(diffs))
+    return out
+
+
+def bars(summary: dict, regime: str = "today", per_seed: dict | None = None) -> list[str]:
+    """The issue's bars, checked against the measured means, then paired per-seed verdicts."""
     lines = []
     st = summary.get("st", {}).get("top1")
     plain = summary.get("plain", {}).get("top1")
-    for row, margin, what in (("fan-scratch", 0.0, "FAN-scratch >= ST"), ("fan-finetune", -2.0, "FAN-finetune within 2 points of ST")):
+    tune_margin = MARGINS[regime]
+    tune_bar = "FAN-finetune within 2 points of ST" if tune_margin == -2.0 else f"FAN-finetune >= ST {tune_margin:+.1f}"
+    for row, margin, what in (("fan-scratch", 0.0, "FAN-scratch >= ST"), ("fan-finetune", tune_margin, tune_bar)):
         if row in summary and st:
             gaps = {t: summary[row]["top1"][t]["mean"] - st[t]["mean"] for t in KEYS}
             ok = all(g >= margin for g in gaps.values())
@@ -260,10 +311,20 @@ def bars(summary: dict) -> list[str]:
         if row in summary and plain:
             gap = summary[row]["top1"][16]["mean"] - plain[16]["mean"]
             lines.append(f"- {LABELS[row].strip('*')} >= Plain at 16: {'**met**' if gap >= 0 else '**not met**'} ({gap:+.1f})")
+    for row, other, what in (("fan-finetune", "st", "FAN-finetune vs ST"), ("fan-scratch", "st", "FAN-scratch vs ST"),
+                             ("fan-finetune", "no-wa", "Weight Alteration on vs off (FAN-finetune)")):
+        diffs = paired(per_seed or {}, row, other)
+        if diffs:
+            def verdict(mean, std, n):
+                if n < 2:
+                    return "one seed"
+                return "ahead" if mean - std > 0 else "behind" if mean + std < 0 else "level within seed spread"
+            cells = "; ".join(f"{t}: {m:+.1f} ± {sd:.1f} ({verdict(m, sd, n)})" for t, (m, sd, n) in diffs.items())
+            lines.append(f"- Verdict, {what}, paired per-seed difference at 4 / 8 / 16: {cells}")
     return lines
 
 
-def markdown(summary: dict, recipe: Recipe, seeds: list[int]) -> str:
+def markdown(summary: dict, recipe: Recipe, seeds: list[int], regime: str = "today", per_seed: dict | None = None) -> str:
     head = "| method | " + " | ".join(f"{t}" if t not in KEYS else f"**{t}**" for t in EVAL_FRAMES)
     head += " | cost (epochs × frames) | params | train time (this row's own stage) |\n"
     head += "|---" * (len(EVAL_FRAMES) + 4) + "|\n"
@@ -273,14 +334,15 @@ def markdown(summary: dict, recipe: Recipe, seeds: list[int]) -> str:
         cost = s["cost"].replace("|", " or ")
         body += f"| {LABELS[row]} | {cells} | {cost} = {s['frame_epochs']} | {s['params']:,} | {s['seconds']:.0f} s |\n"
     return (
-        f"# Table 1 in miniature (built-in temporal benchmark)\n\n"
+        f"# Table 1 in miniature (built-in temporal benchmark, regime `{regime}`)\n\n"
         f"Top-1 (%) on {recipe.val_size} validation clips, mean ± std over seeds {', '.join(map(str, seeds))}; "
-        f"trained frame counts in bold. Generated by `python bench/table1.py` with {json.dumps(asdict(recipe))}.\n\n"
-        + head + body + "\n" + "\n".join(bars(summary)) + "\n"
+        f"trained frame counts in bold. Generated by `python bench/table1.py --regime {regime}` on {DEVICE} "
+        f"with {json.dumps(asdict(recipe))}.\n\n"
+        + head + body + "\n" + "\n".join(bars(summary, regime, per_seed)) + "\n"
     )
 
 
-def plot(summary: dict, path: Path) -> None:
+def plot(summary: dict, path: Path, regime: str = "today") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,50 +361,88 @@ def plot(summary: dict, path: Path) -> None:
     for t in KEYS:
         ax.axvline(t, color="0.85", lw=0.8, zorder=0)
     ax.set(xlabel="frames at inference", ylabel="top-1 (%)", xticks=EVAL_FRAMES,
-           title="Temporal Deviation and FAN on the built-in benchmark")
+           title=f"Temporal Deviation and FAN on the built-in benchmark ({regime})")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
 
 
+def _json_recipe(recipe: dict) -> dict:
+    """A recipe as stored (tuples become lists); fields added since a file was written get their defaults."""
+    return json.loads(json.dumps({**asdict(Recipe()), **recipe}))
+
+
+def _write(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> dict:
+    global DEVICE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--regime", choices=tuple(REGIMES), default="today",
+                        help="today: 78k parameters, 3000 clips; overparam: 605k parameters, 1000 clips, 30 epochs")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, numbers meaningless")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; GPU runs are not bit-identical to CPU runs")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--no-train", action="store_true", help="only summarise the rows already on disk (partial seeds too)")
     for field, default in asdict(Recipe()).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default) if not isinstance(default, bool) else int,
+        kind = int if isinstance(default, (bool, tuple)) else type(default)
+        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, nargs="+" if isinstance(default, tuple) else None,
                             default=None, help=f"default {default}")
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else Recipe()
+    DEVICE = args.device
+    regime = REGIMES[args.regime]
+    base = replace(QUICK, **{k: v for k, v in regime.items() if k in ("widths", "blocks")}) if args.quick else replace(Recipe(), **regime)
     given = {k: v for k, v in vars(args).items() if k in asdict(base) and v is not None}
-    recipe = replace(base, **{k: bool(v) if isinstance(getattr(base, k), bool) else v for k, v in given.items()})
+    recipe = replace(base, **{k: bool(v) if isinstance(getattr(base, k), bool) else tuple(v) if isinstance(v, list) else v
+                              for k, v in given.items()})
     torch.set_num_threads(args.threads)
     rows = [r for r in ROWS if r in args.rows]
     seeds_dir = args.out / "table1_seeds"
     seeds_dir.mkdir(parents=True, exist_ok=True)
-    stem = "table1_quick" if args.quick else "table1"
+    stem = "table1" + ("" if args.regime == "today" else f"_{args.regime}") + ("_quick" if args.quick else "")
+    stored = _json_recipe(asdict(recipe))
+    recipe_id = hashlib.sha1(json.dumps(stored, sort_keys=True).encode()).hexdigest()[:10]  # names the Plain cache
     per_seed = {}
     for seed in args.seeds:
         path = seeds_dir / f"{stem}_seed{seed}.json"
-        if path.exists():
-            saved = json.loads(path.read_text())
-            if saved["recipe"] == asdict(recipe) and set(rows) <= set(saved["rows"]):
-                console.print(f"seed {seed}: reusing {path}")
-                per_seed[seed] = {r: _int_keys(v) for r, v in saved["rows"].items()}
-                continue
-        console.print(f"[bold]seed {seed}[/]: {', '.join(rows)}")
-        per_seed[seed] = run_seed(seed, recipe, rows)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"recipe": asdict(recipe), "rows": per_seed[seed]}, indent=1))
-        os.replace(tmp, path)
+        partial = seeds_dir / f"{stem}_seed{seed}.partial.json"
+        done = {}  # rows of this configuration already on disk: a finished seed's, then an interrupted one's
+        for source in (path, partial):
+            saved = json.loads(source.read_text()) if source.exists() else None
+            if saved and _json_recipe(saved["recipe"]) == stored:
+                done.update({r: _int_keys(v) for r, v in saved["rows"].items()})
+        if set(rows) <= set(done):
+            console.print(f"seed {seed}: reusing {path}")
+            per_seed[seed] = {r: done[r] for r in ROWS if r in done}
+            continue
+        if done:
+            console.print(f"seed {seed}: reusing finished rows {', '.join(done)}")
+        if args.no_train:
+            if done:
+                per_seed[seed] = done
+            continue
+        console.print(f"[bold]seed {seed}[/]: {', '.join(r for r in rows if r not in done)}")
 
+        def save(out, partial=partial):
+            _write(partial, json.dumps({"recipe": stored, "rows": out}, indent=1))
+
+        per_seed[seed] = run_seed(seed, recipe, rows, done=done, save=save,
+                                  plain_cache=seeds_dir / f"{stem}_seed{seed}.plain.{recipe_id}.safetensors")
+        _write(path, json.dumps({"recipe": stored, "rows": per_seed[seed]}, indent=1))
+        partial.unlink(missing_ok=True)
+
+    if not per_seed:
+        raise SystemExit(f"error: no results on disk for seeds {args.seeds} in {seeds_dir}; run without --no-train first")
     summary = summarize(per_seed, rows)
-    table = Table(title=f"top-1 (%) mean ± std over {len(per_seed)} seed(s)")
+    table = Table(title=f"top-1 (%) mean ± std over {len(per_seed)} seed(s), regime {args.regime}")
     table.add_column("method")
     for t in EVAL_FRAMES:
         table.add_column(f"[bold]{t}[/]" if t in KEYS else str(t), justify="right")
@@ -351,11 +451,14 @@ def main(argv=None) -> dict:
         table.add_row(LABELS[row].strip("*"), *(f"{s['top1'][t]['mean']:.1f}±{s['top1'][t]['std']:.1f}" for t in EVAL_FRAMES),
                       str(s["frame_epochs"]))
     console.print(table)
-    for line in bars(summary):
+    for line in bars(summary, args.regime, per_seed):
         console.print(line.replace("**", ""))
-    (args.out / f"{stem}.md").write_text(markdown(summary, recipe, sorted(per_seed)))
-    (args.out / f"{stem}.json").write_text(json.dumps({"recipe": asdict(recipe), "summary": summary, "per_seed": per_seed}, indent=1))
-    plot(summary, args.out / f"{stem}.png")
+    _write(args.out / f"{stem}.md", markdown(summary, recipe, sorted(per_seed), args.regime, per_seed))
+    _write(args.out / f"{stem}.json", json.dumps({"regime": args.regime, "device": DEVICE, "recipe": stored,
+                                                  "summary": summary, "per_seed": per_seed}, indent=1))
+    png = args.out / f"{stem}.png.tmp"
+    plot(summary, png, args.regime)
+    os.replace(png, args.out / f"{stem}.png")
     console.print(f"wrote {args.out / (stem + '.md')}, .json and .png")
     return summary
 

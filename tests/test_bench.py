@@ -78,3 +78,67 @@ def test_per_class_quick_run_writes_a_row_per_class(tmp_path):
     lines = (tmp_path / "per_class_T4_quick.md").read_text().splitlines()
     assert "FAN-finetune, kernel 3" in lines[2]
     assert sum(line.startswith("| moving") for line in lines) == 4 and lines[-1].startswith("| parameters")
+
+
+def test_bars_check_each_regime_bar_and_give_paired_verdicts(table1):
+    def run(st, tune, scratch, wa_off):
+        top = lambda v4, v8, v16: {"top1": {2: 0.0, 4: v4, 6: 0.0, 8: v8, 12: 0.0, 16: v16, 20: 0.0}}  # noqa: E731
+        return {"st": top(*st), "fan-finetune": top(*tune), "fan-scratch": top(*scratch), "no-wa": top(*wa_off),
+                "plain": top(10.0, 20.0, 90.0)}
+    per_seed = {0: run((70, 80, 90), (69.7, 80, 91), (71, 81, 91), (69.7, 80, 91)),
+                1: run((70, 80, 90), (69.5, 80, 91), (72, 82, 92), (69.0, 79, 90))}
+    per_seed = {s: {r: {**v, "seconds": 1, "cost": "c", "frame_epochs": 1, "params": 1} for r, v in rows.items()}
+                for s, rows in per_seed.items()}
+    summary = table1.summarize(per_seed, ["st", "fan-finetune", "fan-scratch", "no-wa", "plain"])
+    over = "\n".join(table1.bars(summary, "overparam", per_seed))
+    assert "FAN-finetune >= ST -0.5 at every trained T: **met**" in over
+    assert "FAN-scratch >= ST at every trained T: **met**" in over
+    assert "FAN-scratch vs ST, paired per-seed difference at 4 / 8 / 16: 4: +1.5 ± 0.7 (ahead)" in over
+    assert "Weight Alteration on vs off (FAN-finetune), paired per-seed difference at 4 / 8 / 16: 4: +0.2 ± 0.4 (level" in over
+    summary["fan-finetune"]["top1"][4]["mean"] = 69.0
+    assert "FAN-finetune >= ST -0.5 at every trained T: **not met**" in "\n".join(table1.bars(summary, "overparam", per_seed))
+    assert "FAN-finetune within 2 points of ST at every trained T: **met**" in "\n".join(table1.bars(summary, "today", per_seed))
+
+
+def test_overparam_quick_rows_resume_across_runs_and_report_without_training(table1, tmp_path, capsys):
+    argv = ["--quick", "--regime", "overparam", "--seeds", "0", "--out", str(tmp_path), "--train-size", "16", "--val-size", "8"]
+    first = table1.main([*argv, "--rows", "plain", "calibrate"])
+    assert first["plain"]["params"] == 605_024 and first["calibrate"]["params"] > first["plain"]["params"]
+    capsys.readouterr()
+    second = table1.main([*argv, "--rows", "plain", "control"])  # plain is on disk: only control trains
+    out = capsys.readouterr().out
+    assert "reusing finished rows plain, calibrate" in out and "seed 0 plain" not in out and "seed 0 control" in out
+    assert second["plain"] == first["plain"]
+    assert len(list((tmp_path / "table1_seeds").glob("table1_overparam_quick_seed0.plain.*.safetensors"))) == 1
+    report = table1.main([*argv, "--rows", "plain", "calibrate", "control", "--no-train"])
+    assert list(report) == ["plain", "calibrate", "control"]
+    assert "regime `overparam`" in (tmp_path / "table1_overparam_quick.md").read_text()
+    with pytest.raises(SystemExit, match="no results on disk"):
+        table1.main([*argv, "--seeds", "5", "--no-train"])
+
+
+def test_private_copies_give_each_key_its_own_weights():
+    gap = load("gap_study")
+    import fan_convert
+
+    torch.manual_seed(0)
+    fan = gap.make_private(fan_convert.adapt(gap.table1.new_model(0), frames=(4, 8, 16)), "stage2").eval()
+    clips = {t: torch.randn(2, 3, t, 32, 32) for t in (4, 8)}
+    before = {t: fan(x) for t, x in clips.items()}
+    with torch.no_grad():
+        for p in fan.backbone.stages[1].copies["4"].parameters():
+            p.add_(0.5)
+    assert not torch.allclose(fan(clips[4]), before[4])
+    assert torch.equal(fan(clips[8]), before[8])
+
+
+def test_gap_study_quick_run_writes_its_table_and_resumes(tmp_path, capsys):
+    gap = load("gap_study")
+    argv = ["--quick", "--rows", "ce4-short", "private-stage3", "--out", str(tmp_path)]
+    per_seed = gap.main(argv)
+    assert set(per_seed[0]) == {"ce4-short", "private-stage3"}
+    text = (tmp_path / "gap_study_quick.md").read_text()
+    assert "| FAN-finetune, stage3 private per key |" in text and "| Plain + CE at 4 only, FAN's budget" in text
+    capsys.readouterr()
+    gap.main(argv)
+    assert "all rows on disk" in capsys.readouterr().out
