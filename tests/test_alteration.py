@@ -170,3 +170,26 @@ def test_inference_reuses_the_altered_weight_until_an_input_changes():
     with fan_convert.frames(8):  # with autograd on, nothing is cached and gradients flow
         layer(x).sum().backward()
     assert layer.scales["8"].grad is not None and layer.base_layer.weight.grad is not None
+
+
+def test_a_forward_that_reads_the_weight_directly_gets_the_active_keys_altered_weight():
+    # torchvision's Swin3D attention calls F.linear(x, self.qkv.weight): the alteration must reach it.
+    class ReadsWeight(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.nn.functional.linear(x, self.qkv.weight, self.qkv.bias)
+
+    fan = fan_convert.adapt(ReadsWeight(), frames=(4, 8), targets=["qkv"]).eval()
+    with torch.no_grad():
+        fan.qkv.scales["4"].fill_(0.5)
+    x = torch.randn(2, 4)
+    with torch.no_grad(), fan_convert.frames(4):
+        assert torch.allclose(fan(x), fan.qkv(x))
+    with torch.no_grad(), fan_convert.frames(8):
+        assert torch.allclose(fan(x), fan.qkv.base_layer(x))
+    assert fan.qkv.weight is fan.qkv.base_layer.weight  # outside a forward: the layer's own parameter
+    with torch.no_grad(), fan_convert.frames(4):
+        assert torch.allclose(fan_convert.specialize(fan, 4)(x), fan(x))

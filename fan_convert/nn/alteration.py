@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..context import nearest_key, select_key
+from ..context import active_frames, nearest_key, select_key
 from .delegate import delegate
 
 _PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -151,9 +151,12 @@ class WeightAlteration(nn.Module):
         return f"keys={self.keys}"
 
     def __getattr__(self, name: str):
+        # A forward that reads the layer's weight directly (torchvision's Swin3D attention calls
+        # F.linear(x, self.qkv.weight)) gets the active key's altered weight, as a call would.
+        base = self.__dict__["_modules"]["base_layer"]
+        if name == weight_name(base) and (len(self.keys) == 1 or active_frames() is not None):
+            return self.altered_weight(select_key(self.keys, self.site))
         return delegate(self, name, "base_layer")
-
-
 
 
 class ResidualAlteration(nn.Module):
