@@ -134,6 +134,14 @@ class FrameFollowing(FrameUnits, nn.Module):
         t = clip_frames()
         return self.trained_frames if t is None else t
 
+    def time_steps(self, frames: int) -> int:
+        """How many time steps (tubelets) a clip of ``frames`` frames makes; ValueError unless whole."""
+        if frames % self.frame_unit:
+            raise ValueError(
+                f"{self.original_class.__name__} embeds tubelets of {self.frame_unit} frames: a clip of {frames} frames "
+                f"is not a whole number of tubelets; use a multiple of {self.frame_unit}")
+        return frames // self.frame_unit
+
     def specialize(self, frames: int | None = None, *, length: int | None = None) -> nn.Module:
         """A plain instance of the original class for clips of ``frames`` frames (or ``length``
         time steps of this module)."""

@@ -53,11 +53,7 @@ class SinusoidFramePositions(FrameFollowing):
     def table_for(self, frames: int) -> torch.Tensor:
         """The table for clips of ``frames`` frames (the stored one at the training length)."""
         trained = self.__dict__["position_embeddings"]
-        if frames % self.frame_unit:
-            raise ValueError(
-                f"{self.original_class.__name__} embeds tubelets of {self.frame_unit} frames: a clip of {frames} frames "
-                f"is not a whole number of tubelets; use a multiple of {self.frame_unit}")
-        n = frames // self.frame_unit * self.spatial
+        n = self.time_steps(frames) * self.spatial
         if n <= trained.shape[1]:
             return trained if n == trained.shape[1] else trained[:, :n]
         if n not in self._tables:

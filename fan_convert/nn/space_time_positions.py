@@ -37,11 +37,7 @@ class SpaceTimePositions(FrameFollowing):
     def embedding_for(self, frames: int) -> torch.Tensor:
         """The position embedding for clips of ``frames`` frames (the parameter itself at training)."""
         embedding = self._parameters["position_embeddings"]
-        if frames % self.frame_unit:
-            raise ValueError(
-                f"{self.original_class.__name__} embeds tubelets of {self.frame_unit} frames: a clip of {frames} frames "
-                f"is not a whole number of tubelets; use a multiple of {self.frame_unit}")
-        steps = frames // self.frame_unit
+        steps = self.time_steps(frames)
         if steps == self.trained_len:
             return embedding
         head = int(self.class_token)

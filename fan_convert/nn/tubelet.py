@@ -42,11 +42,7 @@ class TubeletFrames(FrameFollowing):
         return cls.adopt(module, trained_frames, frame_unit=conv.stride[0], config=config)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        t = self.frames_now
-        if t % self.frame_unit:
-            raise ValueError(
-                f"{self.original_class.__name__} embeds tubelets of {self.frame_unit} frames: a clip of {t} frames "
-                f"is not a whole number of tubelets; give a multiple of {self.frame_unit} frames")
+        self.time_steps(self.frames_now)  # refuse a partial tubelet before the embedding sees it
         return super().forward(*args, **kwargs)
 
     def _specialize_into(self, plain: nn.Module, frames: int) -> None:
