@@ -155,30 +155,38 @@ class MultiViewClips(Dataset):
         """Crop/flip/normalise the frames the views use, once, then gather each view."""
         used = sorted({i for idx in views.values() for i in idx})
         where = {frame: n for n, frame in enumerate(used)}
-        x = video[used].permute(3, 0, 1, 2).float()  # (3, n, H, W)
-        x = self._crop(x, g)
+        x = self._crop(video[used], g)  # (3, n, S, S) float
         x = (x / 255 - self.mean) / self.std
         clips = {t: x[:, [where[i] for i in idx]] for t, idx in views.items()}
         if self.layout == "BTCHW":  # transformers video models take (B, T, C, H, W)
             return {t: c.transpose(0, 1).contiguous() for t, c in clips.items()}
         return {t: c.contiguous() for t, c in clips.items()}
 
-    def _crop(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        h, w = x.shape[-2:]
+    def _crop(self, frames: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """uint8 (n, H, W, 3) frames to a float (3, n, S, S) crop; the box is cut before the
+        conversion to float, so only the cropped pixels are converted."""
+        h, w = frames.shape[1:3]
         size = self.crop_size
         if not self.train:
+            if min(h, w) < size:
+                return _square(_planar(frames), size)
             top, left = (h - size) // 2, (w - size) // 2
-            return x[..., top : top + size, left : left + size] if min(h, w) >= size else _square(x, size)
+            return _planar(frames[:, top : top + size, left : left + size])
         area = h * w * float(torch.empty(1).uniform_(*self.scale, generator=g))
         ratio = math.exp(float(torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3), generator=g)))
         ch = min(h, max(1, round(math.sqrt(area / ratio))))
         cw = min(w, max(1, round(math.sqrt(area * ratio))))
         top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
         left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
-        x = _square(x[..., top : top + ch, left : left + cw], size)
+        x = _square(_planar(frames[:, top : top + ch, left : left + cw]), size)
         if self.flip and bool(torch.rand(1, generator=g) < 0.5):
             x = x.flip(-1)
         return x
+
+
+def _planar(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (n, h, w, 3) to float (3, n, h, w)."""
+    return frames.permute(3, 0, 1, 2).float()
 
 
 def _square(x: torch.Tensor, size: int) -> torch.Tensor:

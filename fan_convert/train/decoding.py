@@ -135,7 +135,8 @@ def _resize(x: torch.Tensor, short_side: int) -> torch.Tensor:
 def _open(path: Path, threads: int):
     import av
 
-    container = av.open(str(path))
+    # FFmpeg's stream probing would decode a frame we never use: the probe decoder skips it.
+    container = av.open(str(path), options={"skip_frame": "all"})
     if not container.streams.video:
         container.close()
         raise DecodeError(f"'{path}' has no video stream")
