@@ -148,7 +148,7 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=8, help="Samples per measurement.")
+    parser.add_argument("--clips", type=int, default=24, help="Samples per measurement.")
     parser.add_argument("--files", type=int, default=2, help="Distinct files per source.")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "data_throughput.md")
     args = parser.parse_args()
@@ -175,7 +175,7 @@ def main() -> None:
         "*new* = `reader=\"sampled\"` (the default). Clips/s is wall time; *per core* is clips per CPU-second of this",
         "process and its workers, the fair rate on a shared machine. Identical = every view tensor equal for the same draw.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other jobs, "
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, PyAV {av.__version__}.",
         f"Load before: `{before}`; after: `{after}`.",
         "",

@@ -59,13 +59,13 @@ def decode(path: Path, short_side: int | None = None) -> torch.Tensor:
 
 
 def read_sampled(
-    path: Path, choose: Callable[[int], Iterable[int]], short_side: int | None = None, *, threads: int = 0
+    path: Path, choose: Callable[[int], Iterable[int]], short_side: int | None = None, *, threads: int = 1
 ) -> SampledFrames:
     """The frames ``choose(num_frames)`` names, read without decoding the rest where possible.
 
     ``choose`` may be called more than once (if the packet count proves wrong, the reader falls
     back to counting by decoding) and must return the same indices for the same count.
-    ``threads``: decoder threads (0: FFmpeg's choice; 1 inside DataLoader workers is best).
+    ``threads``: decoder threads (0: FFmpeg's choice, which costs more CPU per video; see docs/data.md).
 
     Example::
 
