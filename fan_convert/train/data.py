@@ -151,8 +151,8 @@ class MultiViewClips(Dataset):
         """Crop/flip/normalise the frames the views use, once, then gather each view."""
         used = sorted({i for idx in views.values() for i in idx})
         where = {frame: n for n, frame in enumerate(used)}
-        x = self._crop(video[used], g)  # (3, n, S, S) float
-        x = (x / 255 - self.mean) / self.std
+        x = self._crop(video[used], g)  # (3, n, S, S) float, a new tensor
+        x = x.div_(255).sub_(self.mean).div_(self.std)
         clips = {t: x[:, [where[i] for i in idx]] for t, idx in views.items()}
         if self.layout == "BTCHW":  # transformers video models take (B, T, C, H, W)
             return {t: c.transpose(0, 1).contiguous() for t, c in clips.items()}
