@@ -142,3 +142,21 @@ def test_gap_study_quick_run_writes_its_table_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     gap.main(argv)
     assert "all rows on disk" in capsys.readouterr().out
+
+
+def test_data_throughput_measures_both_readers_and_the_reference_frame_floor(tmp_path):
+    import numpy as np
+
+    from fan_convert.testing import write_video
+
+    bench = load("data_throughput")
+    rng = np.random.default_rng(0)
+    video = write_video(tmp_path / "clip.mp4", (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(40)))
+    folder = tmp_path / "frames"
+    bench.write_frame_folder(video, folder)
+    assert len(list(folder.iterdir())) == 40
+    assert bench.reference_decode_cpu([video]) > 0 and bench.reference_decode_cpu([folder]) is None
+    for reader in ("full", "sampled"):
+        cell = bench.measure([video, folder], 2, reader, None)
+        assert cell["clips_s"] > 0 and cell["cpu_per_clip"] > 0
+    assert bench.same_views([video, folder])
