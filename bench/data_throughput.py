@@ -10,7 +10,7 @@ workers), which a loaded machine distorts far less than wall time.
 Usage::
 
     nice -n 19 python bench/data_throughput.py                 # writes bench/results/data_throughput.md
-    nice -n 19 python bench/data_throughput.py --clips 4 --out /tmp/quick.md
+    nice -n 19 python bench/data_throughput.py --clips 4 --repeats 1 --out /tmp/quick.md
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import tempfile
 import time
@@ -115,6 +116,16 @@ def measure(paths: list[Path], clips: int, reader: str, workers: int | None) -> 
     return {"clips_s": clips / wall, "cpu_per_clip": cpu / clips}
 
 
+def interleaved(paths: list[Path], clips: int, workers: int | None, repeats: int) -> tuple[dict, dict]:
+    """Today's and the new reader measured in turn ``repeats`` times; the median of each figure,
+    so a burst of load on a shared machine lands on both readers alike and is voted out."""
+    runs = {"full": [], "sampled": []}
+    for _ in range(repeats):
+        for reader, cells in runs.items():
+            cells.append(measure(paths, clips, reader, workers))
+    return tuple({key: statistics.median(cell[key] for cell in cells) for key in cells[0]} for cells in runs.values())
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -140,15 +151,18 @@ def reference_decode_cpu(paths: list[Path], repeats: int = 3) -> float | None:
     converted): what any reader that returns the exact pixels must at least spend on it."""
     if paths[0].is_dir():
         return None
-    start = time.process_time()
-    for path in paths * repeats:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_count = 1
-            stream.codec_context.skip_frame = "NONREF"
-            for _ in container.decode(stream):
-                pass
-    return (time.process_time() - start) / (len(paths) * repeats)
+    seconds = []
+    for _ in range(repeats):
+        start = time.process_time()
+        for path in paths:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_count = 1
+                stream.codec_context.skip_frame = "NONREF"
+                for _ in container.decode(stream):
+                    pass
+        seconds.append((time.process_time() - start) / len(paths))
+    return statistics.median(seconds)
 
 
 def same_views(paths: list[Path]) -> bool:
@@ -164,7 +178,8 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=24, help="Samples per measurement.")
+    parser.add_argument("--clips", type=int, default=8, help="Samples per measurement.")
+    parser.add_argument("--repeats", type=int, default=3, help="Measurements per cell (readers alternating); the median is reported.")
     parser.add_argument("--files", type=int, default=2, help="Distinct files per source.")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "data_throughput.md")
     args = parser.parse_args()
@@ -178,8 +193,7 @@ def main() -> None:
             share = "only sampled files" if name.startswith("JPEG") else decoded_share(paths)
             floor = reference_decode_cpu(paths)
             for mode, workers in (("single process", None), ("1 worker", 1), ("2 workers", 2)):
-                old = measure(paths, args.clips, "full", workers)
-                new = measure(paths, args.clips, "sampled", workers)
+                old, new = interleaved(paths, args.clips, workers, args.repeats)
                 rows.append((name, mode, old, new, identical, share, floor))
                 print(name, mode, f"today {old['clips_s']:.2f} clips/s, new {new['clips_s']:.2f} clips/s", flush=True)
     after = load()
@@ -187,7 +201,8 @@ def main() -> None:
         "# Data throughput: today's full decoder vs the sampled reader",
         "",
         "`nice -n 19 python bench/data_throughput.py` — L/M/H views (4, 8, 16 frames, training sampling, 112 crop of a",
-        f"128 short side) of 10-second {FPS}-fps clips; {args.clips} samples per cell, {args.files} distinct files per source.",
+        f"128 short side) of 10-second {FPS}-fps clips; each cell is the median of {args.repeats} measurements of {args.clips} samples",
+        f"(today's reader and the new one alternating), {args.files} distinct files per source.",
         "*today* = `MultiViewClips(reader=\"full\")` (decode every frame, then sample: the code before issue 15);",
         "*new* = `reader=\"sampled\"` (the default). Clips/s is wall time; *per core* is clips per CPU-second of this",
         "process and its workers, the fair rate on a shared machine. Identical = every view tensor equal for the same draw.",
