@@ -81,9 +81,10 @@ def test_save_pretrained_folder_converts_runs_everywhere_and_specialises_back(mo
     out = tmp_path / "fan.safetensors"
     result = run(folder, "--frames", *KEYS, "-o", out)
     assert result.exit_code == 0, result.output
+    assert "GFLOPs" in result.output and "n/a" not in result.output  # counted at the model's own frame size
     shutil.rmtree(folder)  # the FAN file alone rebuilds the model
     fan = fan_convert.load(out)
-    assert type(fan) is type(model) and fan.fan_plan.trained_at == 8
+    assert type(fan) is type(model) and fan.fan_plan.trained_at == 8 and fan.fan_plan.frame_axis == 1
 
     x8 = clip(model, 8)
     assert (logits(fan, x8) - logits(model, x8)).abs().max() <= 1e-5

@@ -31,7 +31,7 @@ def convert(
     output: opt.Output("CHECKPOINT.fan.safetensors") = None,
     force: opt.Force = False,
     trust_pickle: opt.TrustPickle = False,
-    input_size: opt.InputSize = 224,
+    input_size: opt.InputSize(224) = None,
 ) -> None:
     """Convert a pretrained checkpoint into a FAN checkpoint (.safetensors with manifest).
 
@@ -54,7 +54,7 @@ def convert(
                               trust_pickle=trust_pickle, targets=_targets(targets), exclude=exclude,
                               kernel_size=kernel_size, trained_at=trained_at)
         written = save(fan, output, overwrite=force)
-    _summary(fan, fan.fan_source["notes"], written, input_size, time.perf_counter() - started)
+    _summary(fan, fan.fan_source["notes"], written, opt.input_size(input_size, fan, 224), time.perf_counter() - started)
 
 
 def _summary(fan, notes, written: Path, input_size: int, seconds: float) -> None:

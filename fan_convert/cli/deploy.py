@@ -38,7 +38,7 @@ def export_command(
     frames: List[str] = typer.Option(..., "--frames", "-f", help="Frame count(s) to export (--frames 8), or --frames all."),
     fmt: str = typer.Option("torch-export", "--format", help="torch-export (.pt2) or onnx (needs the onnx extra)."),
     output: opt.Output("MODEL_T.pt2; OUT_T.ext each for several T") = None,
-    input_size: opt.InputSize = 224,
+    input_size: opt.InputSize(224) = None,
     batch: opt.Batch = 1,
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Export with a dynamic batch dimension."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest allowed max |artifact - FAN| on the verification clip."),
@@ -73,7 +73,8 @@ def export_command(
             outputs = {t: output.with_name(f"{output.stem}_{t}{output.suffix or suffix}") for t in counts}
         for path in outputs.values():
             check_output(path, overwrite=force)
-        options = ExportOptions(format=fmt, input_size=input_size, batch=batch, dynamic_batch=dynamic_batch, overwrite=force,
+        size = opt.input_size(input_size, fan, 224)
+        options = ExportOptions(format=fmt, input_size=size, batch=batch, dynamic_batch=dynamic_batch, overwrite=force,
                                 atol=atol, unfoldable="keep" if keep_unfoldable else "error")
         for t, path in outputs.items():
             say(f"exporting {t} frames to {path} and checking it against the FAN ...")
@@ -97,7 +98,7 @@ def budget(
     latency_ms: float = typer.Option(..., "--latency-ms", help="Latency budget for one forward of --batch clips, in ms."),
     device: opt.Device = "cpu",
     batch: opt.Batch = 1,
-    input_size: opt.InputSize = 112,
+    input_size: opt.InputSize(112) = None,
     threads: Optional[int] = typer.Option(None, "--threads", help="torch.set_num_threads while measuring (default: torch's)."),
     accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="`fan-convert eval --json` results: the most accurate T."),
     frames: opt.Frames = None,
@@ -117,7 +118,8 @@ def budget(
         table = read_accuracy(accuracy) if accuracy is not None else None
         fan = _load_fan(model_file, trust_factory, "budget")
     with step("measuring ..."):
-        result = choose_frames(fan, latency_ms, candidates=frames or None, batch=batch, size=input_size, device=device,
+        size = opt.input_size(input_size, fan, 112)
+        result = choose_frames(fan, latency_ms, candidates=frames or None, batch=batch, size=size, device=device,
                                threads=threads, accuracy=table, warmup=warmup, repeats=repeats, progress=progress)
     if result.chosen is None:
         _fail(result.message)

@@ -34,7 +34,20 @@ def Output(default: str) -> type:  # noqa: N802  (used as a type)
 
 
 # how to run
-InputSize = Annotated[int, typer.Option("--input-size", help="Spatial size (H = W) of the clips.")]
+def InputSize(fallback: int) -> type:  # noqa: N802  (used as a type)
+    """``--input-size``: unset, a ``transformers`` model's own frame size, else ``fallback``
+    (resolve with :func:`input_size`)."""
+    return Annotated[Optional[int], typer.Option(
+        "--input-size", help=f"Spatial size (H = W) of the clips (default: a transformers model's own size, else {fallback}).")]
+
+
+def input_size(given: Optional[int], model, fallback: int) -> int:
+    """What ``--input-size`` means for ``model``: as given, else its own frame size, else ``fallback``."""
+    from ..zoo.hf import frame_size
+
+    return given if given is not None else frame_size(model) or fallback
+
+
 Batch = Annotated[int, typer.Option("--batch", help="Clips per forward.")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (train: auto picks CUDA when present).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]

@@ -35,7 +35,7 @@ def gflops(model: nn.Module, t: int, input_size: int = 224, *, batch: int = 1) -
 
     from .clips import make_clip
 
-    meta_model = copy.deepcopy(model).to("meta")
+    meta_model = copy.deepcopy(model).to("meta").requires_grad_(False)  # (FlopCounterMode trips on some no-grad graphs)
     clip = tree_map(lambda v: torch.zeros(v.shape, device="meta"), make_clip(model, t, input_size, batch=batch))
     try:
         with torch.no_grad(), select_frames(t), FlopCounterMode(display=False) as counter:

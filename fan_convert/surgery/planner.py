@@ -39,7 +39,7 @@ def plan(
     norms: bool = True,
     kernel_size: int = 1,
     trained_at: int | None = None,
-    frame_axis: int = 2,
+    frame_axis: int | None = None,
     example_input: Any = None,
 ) -> ConversionPlan:
     """What :func:`adapt` would do to ``model``, without changing it (a dry run).
@@ -58,7 +58,8 @@ def plan(
         trained_at: the frame count the checkpoint was trained at (default: the clip length a
             transformers config records, else the largest key);
             its key answers attribute reads such as ``norm.weight`` outside a forward.
-        frame_axis: where T sits in a 5-D input clip, for automatic frame inference.
+        frame_axis: where T sits in a 5-D input clip, for automatic frame inference (default: 1
+            for transformers video models, which take (B, T, C, H, W), else 2).
         example_input: a clip (or list of clips) at ``trained_at`` frames. Optional: with it,
             fixed-T sites (temporal pooling sized to the training clip, temporal position
             embeddings) are confirmed from the shapes and the rewritten model is run at every
@@ -76,6 +77,10 @@ def plan(
 
         trained_at = recorded_frames(model) or keys[-1]
     trained_at = check_frame_count(trained_at, "trained_at")
+    if frame_axis is None:
+        from ..zoo.hf import is_hf_video_model
+
+        frame_axis = 1 if is_hf_video_model(model) else 2
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
     if isinstance(targets, str) and targets not in PRESETS:

@@ -141,6 +141,15 @@ def trained_frames(model: nn.Module) -> int | None:
     return None
 
 
+def frame_size(model: nn.Module) -> int | None:
+    """The square frame size a ``transformers`` video model was built for (its config's
+    ``image_size`` or ``crop_size``: position embeddings fix it); None for other models."""
+    if not is_hf_video_model(model):
+        return None
+    size = getattr(model.config, "image_size", None) or getattr(model.config, "crop_size", None)
+    return size if isinstance(size, int) else None
+
+
 def reader_settings(model: nn.Module) -> dict:
     """What the video readers (:class:`~fan_convert.train.data.MultiViewClips`) must give
     ``model``: for a ``transformers`` video model ``(B, T, C, H, W)`` clips (``layout``), its
@@ -149,9 +158,9 @@ def reader_settings(model: nn.Module) -> dict:
     if not is_hf_video_model(model):
         return {}
     config = model.config
-    size = getattr(config, "image_size", None) or getattr(config, "crop_size", None)
+    size = frame_size(model)
     settings: dict = {"layout": "BTCHW"}
-    if isinstance(size, int):
+    if size is not None:
         settings["crop_size"] = size
     mean, std = (getattr(config, name, None) for name in NORMALISATION)
     if isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and len(mean) == len(std) == 3:
