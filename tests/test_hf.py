@@ -201,8 +201,9 @@ def test_vivit_positions_interpolate_along_time_only():
 
 def test_frame_counts_that_split_a_tubelet_are_refused_early(tmp_path):
     model = small("videomae")
-    with pytest.raises(ValueError, match="multiple of 2; 5 is not: use e.g. 4 or 6"):
-        fan_convert.adapt(model, frames=(4, 5, 8))
+    for dry_run_or_adapt in (fan_convert.plan, fan_convert.adapt):
+        with pytest.raises(ValueError, match="multiple of 2; 5 is not: use e.g. 4 or 6"):
+            dry_run_or_adapt(model, frames=(4, 5, 8))
     fan = fan_convert.adapt(model, frames=KEYS)
     with pytest.raises(ValueError, match="clip of 5 frames is not a whole number of tubelets"):
         logits(fan, clip(model, 5))

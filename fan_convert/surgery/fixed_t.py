@@ -88,6 +88,11 @@ def find_fixed_t_sites(
     layers = rules.fan_layer_types(FIXED_T)
     sites = [site for path, module in named if not isinstance(module, layers)
              for site in [_site(path, module, table, trained_at, observed)] if site is not None]
+    modules = dict(named)
+    for site in sites:  # refuse frame counts a converted site cannot serve, before anything is built
+        rule = rules.rule_named(site.rule) if site.status == CONVERTED else None
+        if rule is not None and rule.check is not None:
+            rule.check(modules[site.path], rules.BuildContext(site.path, frames, trained_at, root=model))
 
     if example_input is not None:
         unsupported = {s.path: s for s in sites if s.status == UNSUPPORTED}

@@ -82,6 +82,9 @@ class Rule:
             each call on the example input (time on dim -3) when ``observe`` is set and an
             example was given, else it is None.
         observe: record the time steps in and out of matching modules on the example input.
+        check: fixed-T rules only: ``check(module, ctx)`` raises ValueError when the module
+            cannot serve the frame counts ``ctx.keys`` (e.g. a tubelet embedding of 2 frames
+            and an odd key), so :func:`plan` refuses them as :func:`adapt` would.
     """
 
     name: str
@@ -95,6 +98,7 @@ class Rule:
     note: str | Callable[[nn.Module], str] = ""
     find: Callable | None = None
     observe: bool = False
+    check: Callable[[nn.Module, BuildContext], None] | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:

@@ -150,7 +150,7 @@ def _trained(module: nn.Module, ctx: BuildContext) -> int:
     return recorded or ctx.trained_at
 
 
-def _build_tubelet(module: nn.Module, ctx: BuildContext) -> nn.Module:
+def _check_tubelet(module: nn.Module, ctx: BuildContext) -> None:
     k = tubelet_conv(module).stride[0]
     bad = [t for t in ctx.keys if t % k]
     if bad:
@@ -159,11 +159,16 @@ def _build_tubelet(module: nn.Module, ctx: BuildContext) -> nn.Module:
         raise ValueError(
             f"{owner} embeds tubelets of {k} frames ({type(module).__name__} at '{ctx.path}'), so every frame count must "
             f"be a multiple of {k}; {', '.join(map(str, bad))} is not: use e.g. {' or '.join(map(str, near))}")
+
+
+def _build_tubelet(module: nn.Module, ctx: BuildContext) -> nn.Module:
+    _check_tubelet(module, ctx)
     return TubeletFrames.for_module(module, _trained(module, ctx), config=_config(ctx))
 
 
-def _rule(name: str, test, layer: type, build: Callable) -> Rule:
-    return Rule(name, FIXED_T, nn.Module, subclasses=True, layer=layer, build=build, find=_finder(test, layer, name))
+def _rule(name: str, test, layer: type, build: Callable, check: Callable | None = None) -> Rule:
+    return Rule(name, FIXED_T, nn.Module, subclasses=True, layer=layer, build=build, find=_finder(test, layer, name),
+                check=check)
 
 
 HF_RULES: tuple[Rule, ...] = (
@@ -176,5 +181,5 @@ HF_RULES: tuple[Rule, ...] = (
           lambda m, ctx: LearnedTimeEmbedding.for_module(m, _time_embedding_name(m), config=_config(ctx))),
     _rule("fixed_t.hf_space_time_positions", _space_time_positions, SpaceTimePositions,
           lambda m, ctx: SpaceTimePositions.for_module(m, _trained(m, ctx), _tubelet(m), config=_config(ctx))),
-    _rule("fixed_t.hf_tubelet", _tubelet_embedding, TubeletFrames, _build_tubelet),
+    _rule("fixed_t.hf_tubelet", _tubelet_embedding, TubeletFrames, _build_tubelet, _check_tubelet),
 )
