@@ -11,22 +11,15 @@ from typer.testing import CliRunner
 
 import fan_convert
 from fan_convert.cli import app, cli_args
+from fan_convert.zoo.catalog import HF_BLOCK, HF_SMALL
 
 transformers = pytest.importorskip("transformers")
 
 runner = CliRunner()
 KEYS = (4, 8, 16)
-_BLOCK = dict(hidden_size=32, num_attention_heads=2, num_labels=5)
-# Small configs (the canonical sizes are in test_hf_canonical), each trained at 8 frames.
-SMALL = {
-    "videomae": dict(num_frames=8, image_size=32, patch_size=16, num_hidden_layers=2, intermediate_size=64, **_BLOCK),
-    "timesformer": dict(num_frames=8, image_size=32, patch_size=16, num_hidden_layers=2, intermediate_size=64, **_BLOCK),
-    "vivit": dict(num_frames=8, image_size=32, tubelet_size=[2, 16, 16], num_hidden_layers=2, intermediate_size=64, **_BLOCK),
-    "vjepa2": dict(frames_per_clip=8, crop_size=32, patch_size=16, num_hidden_layers=2, num_pooler_layers=1,
-                   pred_hidden_size=32, pred_num_hidden_layers=1, pred_num_attention_heads=2, **_BLOCK),
-    "videoprism_vision_model": dict(num_frames=8, image_size=36, tubelet_size=[1, 18, 18], intermediate_size=64,
-                                    num_spatial_layers=1, num_temporal_layers=1, num_auxiliary_layers=0, **_BLOCK),
-}
+# The zoo catalog's small configs (each trained at 8 frames), with 5 labels; the canonical sizes
+# run in the slow README check (test_readme.py).
+SMALL = {name: {**config, **HF_BLOCK, "num_labels": 5} for name, config in HF_SMALL.items()}
 UNTRAINED = 6  # a multiple of every tubelet size here, between the keys
 
 

@@ -88,7 +88,7 @@ ZOO: tuple[ZooEntry, ...] = (
 )
 
 
-_HF_BLOCK = dict(hidden_size=32, num_attention_heads=2, num_labels=10)
+HF_BLOCK = dict(hidden_size=32, num_attention_heads=2, num_labels=10)
 # transformers video classifiers at tiny sizes, trained at 8 frames; 6 frames is whole tubelets
 HF_SMALL = {
     "videomae": dict(num_frames=8, image_size=32, patch_size=16, num_hidden_layers=2, intermediate_size=64),
@@ -101,7 +101,7 @@ HF_SMALL = {
 }
 if importlib.util.find_spec("transformers") is not None:  # the optional extra 'hf'
     ZOO += tuple(
-        ZooEntry(f"hf:{n}", 8, (4, 8, 16), kw.get("image_size", kw.get("crop_size")), {**kw, **_HF_BLOCK},
+        ZooEntry(f"hf:{n}", 8, (4, 8, 16), kw.get("image_size", kw.get("crop_size")), {**kw, **HF_BLOCK},
                  targets=("default", None), frame_axis=1, untrained=6)  # no residual blocks for "paper"
         for n, kw in HF_SMALL.items()
     )
