@@ -24,9 +24,9 @@ import torch
 
 import fan_convert
 from fan_convert.testing import as_if_fine_tuned, fresh, per_key_state
-from fan_convert.train.distributed import logits_of
 from fan_convert.zoo.catalog import ZOO, ZooEntry
 from fan_convert.zoo.coverage import Conversion, CoverageResult, check_entry
+from fan_convert.zoo.hf import logits_of
 
 # Temporal pools / position embeddings sized to the training clip, which must be rewritten.
 FIXED_T = {

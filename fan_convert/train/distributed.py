@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from ..context import nearest_key
+from ..zoo.hf import logits_of
 
 
 def local_rank() -> int:
@@ -95,11 +96,6 @@ class MultiView(nn.Module):
 
     def forward(self, views: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         return {t: logits_of(self.model(views[t])) for t in sorted(views)}
-
-
-def logits_of(output):
-    """A model's logits: the output itself, or ``.logits`` of a transformers ``ModelOutput``."""
-    return getattr(output, "logits", output)
 
 
 def gather_rows(state: torch.Tensor, world: int, device: torch.device) -> torch.Tensor:

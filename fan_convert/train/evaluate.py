@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 from ..context import frames as select_frames
 from ..context import nearest_key
 from ..nn import NormBank
+from ..zoo.hf import logits_of
 from .data import collate_views
-from .distributed import logits_of, resolve_device
+from .distributed import resolve_device
 
 
 @torch.no_grad()

@@ -14,8 +14,8 @@ from ..context import frames as select_frames
 from ..errors import describe
 from ..surgery import adapt, specialize
 from ..testing import count_parameters, fresh, randomize_norms
-from ..train.distributed import logits_of
 from .catalog import ZooEntry
+from .hf import logits_of
 
 
 @dataclass

@@ -117,6 +117,11 @@ def config_fields(config) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in _NOT_ARCHITECTURE and k != "model_type"}
 
 
+def logits_of(output):
+    """A model's logits: the output itself, or ``.logits`` of a transformers ``ModelOutput``."""
+    return getattr(output, "logits", output)
+
+
 def is_hf_video_model(model: nn.Module) -> bool:
     """Whether ``model`` is a ``transformers`` model taking ``(B, T, C, H, W)`` video."""
     return video_input_name(model) is not None
