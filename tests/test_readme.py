@@ -32,8 +32,9 @@ TEST_COMMAND = "pip install -e '.[test,hf]' && pip install --no-deps scikit-vide
 NOT_RUN = {
     "pip install": "installs packages: the test environment is already installed",
     "python -m pytest": "runs this test suite (.ci/run runs it in a fresh environment)",
-    "torchrun --nproc_per_node 8": "needs 8 processes (tests/test_ddp.py runs a 2-process torchrun)",
+    "torchrun --nproc-per-node 8": "needs 8 processes (tests/test_ddp.py runs a 2-process torchrun)",
     "python bench/table1.py": "48 minutes (tests/test_bench.py runs its --quick configuration)",
+    "PYTHONPATH=. python bench/gpu_check.py": "needs a CUDA GPU (tests/test_gpu_check.py runs its CPU parts)",
 }
 # documents whose blocks take minutes on 2 CPU cores (the README's full demo; r3d_18/ResNet-50 training and export)
 SLOW = {"deploy.md", "evaluate.md", "fine-tune.md", "convert.md"}
@@ -174,15 +175,16 @@ class Session:
         self.files = {**COMMON_FILES, **FILES.get(doc, {})}
         self.runner = CliRunner()
 
-    def provide(self, text: str) -> None:
-        """Make the files and names ``text`` reads (not those a command writes) that do not exist yet."""
+    def provide(self, text: str, *, names: bool = True) -> None:
+        """Make the files (and, for Python, the names) ``text`` reads (not those a command writes)
+        that do not exist yet."""
         words = text.split()
         written = {b.rstrip("/") for a, b in zip(words, words[1:], strict=False) if a in OUTPUT_FLAGS}
         for name, make in self.files.items():
             path = self.cwd / name.rstrip("/")
             if re.search(rf"(?<![\w/.]){re.escape(name)}", text) and not path.exists() and name.rstrip("/") not in written:
                 make(path)
-        for name, make in NAMES.get(self.doc, {}).items():
+        for name, make in NAMES.get(self.doc, {}).items() if names else ():
             if name not in self.namespace and re.search(rf"\b{name}\b", text):
                 self.namespace[name] = make(self)
 
@@ -199,7 +201,7 @@ class Session:
             return
         args = shlex.split(command)
         assert args[0] == "fan-convert", f"{block.doc}:{block.line}: `{command}` is neither run by this test nor in NOT_RUN"
-        self.provide(command)
+        self.provide(command, names=False)  # ("fan" in r50.fan.safetensors is a file name, not the Python name)
         from fan_convert.cli import app, cli_args
 
         result = self.runner.invoke(app, cli_args(args[1:]))
