@@ -365,6 +365,10 @@ def test_nothing_fits_names_the_fastest_option(fan, monkeypatch):
     assert "no frame count fits 30 ms" in result.message and "the fastest is T=4 (key 4) at 40.0 ms" in result.message
     with pytest.raises(ValueError, match="positive number"):
         choose_frames(fan, 0, size=SIZE)
+    said = []
+    with pytest.raises(ValueError, match="input_size must be a positive int"):
+        choose_frames(fan, 30, size=0, progress=said.append)
+    assert said == []  # refused before announcing a measurement
 
 
 def test_measure_latency_runs_and_restores_threads(fan):

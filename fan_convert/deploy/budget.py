@@ -23,7 +23,7 @@ from torch import nn
 from ..context import check_frame_count, check_frames, nearest_key
 from ..context import frames as select_frames
 from ..surgery import get_plan, specialize
-from .clips import _fresh, make_clip
+from .clips import _fresh, _size, make_clip
 from .cost import interleaved_ms
 
 __all__ = ["BudgetResult", "BudgetRow", "choose_frames", "measure_latency", "read_accuracy"]
@@ -231,7 +231,9 @@ def choose_frames(
     candidates = check_frames(candidates)
     device = _device(device)
     check_frame_count(repeats, "repeats")
+    check_frame_count(batch, "batch")
     _check_warmup(warmup)
+    _size(size)  # a bad size stops here, before anything is announced or built
     say = progress or (lambda line: None)
     settings = {"batch": batch, "size": size, "device": str(device), "threads": threads, "warmup": warmup, "repeats": repeats}
     say(f"measuring T={', '.join(map(str, candidates))} ({_where(settings)}): {warmup} warm-up and up to {repeats} timed "
