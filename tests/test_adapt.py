@@ -14,6 +14,7 @@ import fan_convert
 from fan_convert import NormBank, WeightAlteration
 from fan_convert.surgery import rules
 from fan_convert.surgery.conversion import ConversionPlan
+from fan_convert.testing import as_if_fine_tuned
 
 KEYS = (4, 8, 16)
 
@@ -36,15 +37,6 @@ class TinyVideoNet(nn.Module):
         return self.head(x.mean(dim=(2, 3, 4)))
 
 
-def _perturb(fan):
-    """Move every key's parameters apart, as fine-tuning would."""
-    with torch.no_grad():
-        for name, p in fan.named_parameters():
-            if ".norms." in name or ".scales." in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return fan
-
-
 def test_adapted_model_equals_original_at_every_key():
     model = randomize_norms(TinyVideoNet()).eval()
     fan = fan_convert.adapt(model, frames=KEYS).eval()
@@ -65,7 +57,7 @@ def test_adapt_copies_by_default_and_modifies_in_place_on_request():
 
 
 def test_the_input_clip_selects_the_nearest_key():
-    fan = _perturb(fan_convert.adapt(TinyVideoNet(), frames=KEYS)).eval()
+    fan = as_if_fine_tuned(fan_convert.adapt(TinyVideoNet(), frames=KEYS), std=0.1).eval()
     for t, key in ((4, 4), (6, 8), (12, 16), (2, 4), (20, 16)):
         x = torch.randn(1, 3, t, 6, 6)
         with fan_convert.frames(key):
@@ -242,7 +234,7 @@ def test_plan_round_trips_through_json():
 
 def test_specialize_gives_the_original_architecture_with_fan_outputs():
     model = randomize_norms(TinyVideoNet()).eval()
-    fan = _perturb(fan_convert.adapt(model, frames=KEYS)).eval()
+    fan = as_if_fine_tuned(fan_convert.adapt(model, frames=KEYS), std=0.1).eval()
     x = torch.randn(2, 3, 8, 6, 6)
     for t, key in ((4, 4), (8, 8), (16, 16), (12, 16)):
         plain = fan_convert.specialize(fan, t)

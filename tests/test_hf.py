@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 import fan_convert
 from fan_convert.cli import app, cli_args
+from fan_convert.testing import as_if_fine_tuned
 from fan_convert.zoo.catalog import HF_BLOCK, HF_SMALL
 
 transformers = pytest.importorskip("transformers")
@@ -46,15 +47,6 @@ def logits(model, x):
         return model(**{model.main_input_name: x}).logits.reshape(x.shape[0], -1)
 
 
-def perturb(fan):
-    """Move every key's parameters apart, as fine-tuning would."""
-    with torch.no_grad():
-        for name, p in fan.named_parameters():
-            if ".norms." in name or ".scales." in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return fan
-
-
 def frame_count(config) -> int:
     return config.num_frames if hasattr(config, "num_frames") else config.frames_per_clip
 
@@ -86,7 +78,7 @@ def test_save_pretrained_folder_converts_runs_everywhere_and_specialises_back(mo
         out_t = logits(fan, clip(model, t))
         assert out_t.shape == (2, 5) and torch.isfinite(out_t).all()
 
-    perturb(fan)
+    as_if_fine_tuned(fan, std=0.1)
     fan_convert.save(fan, tmp_path / "tuned.safetensors")
     reloaded = fan_convert.load(tmp_path / "tuned.safetensors")
     for t in KEYS + (UNTRAINED,):
@@ -126,7 +118,7 @@ def test_fixed_t_sites_are_listed_with_the_recorded_frame_count():
 
 def test_explicit_frames_select_the_key_while_the_clip_sets_the_length():
     model = small("timesformer")
-    fan = perturb(fan_convert.adapt(model, frames=KEYS))
+    fan = as_if_fine_tuned(fan_convert.adapt(model, frames=KEYS), std=0.1)
     x = clip(model, 12)
     with fan_convert.frames(8):
         at8 = logits(fan, x)
@@ -141,7 +133,7 @@ def test_an_adapted_model_pickles_and_deep_copies():
     import io
 
     model = small("timesformer")
-    fan = perturb(fan_convert.adapt(model, frames=KEYS))
+    fan = as_if_fine_tuned(fan_convert.adapt(model, frames=KEYS), std=0.1)
     buffer = io.BytesIO()
     torch.save(fan, buffer)
     buffer.seek(0)
