@@ -25,7 +25,8 @@ from fan_convert.nn.position_encodings import (
 from fan_convert.nn.time_adapters import time_adapter_for
 from fan_convert.nn.time_pool import AdaptiveTimePool3d
 from fan_convert.surgery.conversion import ConversionPlan, Site
-from fan_convert.surgery.fixed_t import FIXED_T, find_fixed_t_sites, rewrite_fixed_t, scale_clip
+from fan_convert.surgery.fixed_t import FIXED_T, find_fixed_t_sites, scale_clip
+from fan_convert.surgery.rewriter import rewrite_fixed_t
 
 
 def clip(t, size, seed=0):

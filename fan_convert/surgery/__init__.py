@@ -6,7 +6,8 @@ module becomes is decided by one rule table (:mod:`.rules`, built-in entries in
 from ..context import check_frames
 from .conversion import CONVERTED, SKIPPED, UNSUPPORTED, ConversionPlan, Site
 from .planner import UnsupportedNormWarning, plan
-from .rewriter import apply_plan, get_plan, kept_alterations, replace_module, restore_specialized, specialize
+from .building import replace_module
+from .rewriter import apply_plan, get_plan, kept_alterations, restore_specialized, rewrite_fixed_t, specialize
 from .rules import BuildContext, Rule, missing_rules, register_norm, register_rule, unregister_rule, user_rule_names
 from .workflow import adapt
 

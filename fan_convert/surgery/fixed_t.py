@@ -8,9 +8,9 @@ module that stores the frame count and reshapes by it (TSM's ``n_segment``, TSN'
 Frame Adaptive Network built from it needs those layers made length-agnostic first.
 
 :func:`find_fixed_t_sites` finds them with the fixed-T rules of the rule table (:mod:`.rules`;
-by module type and, given an example clip, by the shapes each pool sees) and
-:func:`rewrite_fixed_t` swaps the convertible ones for the layers those rules build, in place,
-on their parents::
+by module type and, given an example clip, by the shapes each pool sees), without changing the
+model; :func:`~.rewriter.rewrite_fixed_t` swaps the convertible ones for the layers those rules
+build, in place, on their parents::
 
     sites = find_fixed_t_sites(model, trained_at=8, frames=(4, 8, 16), example_input=clip8)
     rewrite_fixed_t(model, sites, trained_at=8)
@@ -19,6 +19,7 @@ on their parents::
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -31,9 +32,9 @@ from ..errors import describe
 from . import rules
 from .builtin_rules import FRAME_COUNT_ATTRIBUTES
 from .conversion import CONVERTED, FIXED_T, UNSUPPORTED, Site
-from .rewriter import replace_module, rewrite_sites
+from .building import rewrite_sites
 
-__all__ = ["FIXED_T", "FRAME_COUNT_ATTRIBUTES", "find_fixed_t_sites", "rewrite_fixed_t", "scale_clip"]
+__all__ = ["FIXED_T", "FRAME_COUNT_ATTRIBUTES", "find_fixed_t_sites", "scale_clip"]
 
 
 def find_fixed_t_sites(
@@ -72,17 +73,19 @@ def find_fixed_t_sites(
     converted sites swapped in, at every other T of ``frames`` (at ``trained_at`` it ran on the
     example, and the adapters are exact there); each module that still fails gets an unsupported
     site naming the frame counts and the error (added to the module's reason when it already has
-    an unsupported site). The model is left unchanged (it is
-    run in eval mode without gradients, then given back its modules and training flags).
+    an unsupported site). These runs use a private copy of the model (in eval mode, without
+    gradients): ``model`` itself is never run, changed or hooked.
     """
     trained_at = check_frame_count(trained_at, "trained_at")
     frames = tuple(check_frame_count(t, "each of frames") for t in ([frames] if isinstance(frames, int) else frames))
+    if example_input is not None:
+        _check_example(example_input, trained_at, frame_axis)
+        model = copy.deepcopy(model)  # observed, rewritten and run below: the caller's model stays as it is
     named = list(model.named_modules(remove_duplicate=False))
     table = rules.rules(FIXED_T)
 
     observed: dict[int, list[tuple[int, int]]] | None = None
     if example_input is not None:
-        _check_example(example_input, trained_at, frame_axis)
         observed = _observe(model, named, example_input, [r for r in table if r.observe])
 
     layers = rules.fan_layer_types(FIXED_T)
@@ -103,23 +106,6 @@ def find_fixed_t_sites(
             else:
                 sites.append(failure)
     return sites
-
-
-def rewrite_fixed_t(model: nn.Module, sites: Sequence[Site], *, trained_at: int | None = None) -> None:
-    """Swap each converted fixed-T site of ``sites`` for its adapter, in place (``setattr`` on
-    the parent module: the model keeps its class and forward). Sites of other kinds, unsupported
-    sites and sites already holding an adapter are left as they are.
-
-    ``trained_at`` (the training clip length, in the units of ``find_fixed_t_sites``) lets each
-    adapter's ``specialize(frames)`` turn a clip length into its own temporal length; without it,
-    call ``specialize(length=...)``.
-    """
-    if trained_at is not None:
-        check_frame_count(trained_at, "trained_at")
-    for site in sites:
-        if site.kind == FIXED_T and site.status == CONVERTED and not site.path:
-            raise ValueError("a fixed-T site at the model's root cannot be swapped on a parent")
-    rewrite_sites(model, [s for s in sites if s.kind == FIXED_T], trained_at=trained_at)
 
 
 def scale_clip(example_input: Any, trained_at: int, t: int, frame_axis: int = 2) -> Any:
@@ -214,52 +200,43 @@ def _observe(model: nn.Module, named: list[tuple[str, nn.Module]], example_input
 
 
 def _verify(model, sites, example_input, trained_at, frames, frame_axis) -> list[Site]:
-    """Run the model with the converted sites swapped in at every T of ``frames``; one
-    unsupported site per module that fails (the innermost module running when it raised)."""
+    """Rewrite the converted sites of ``model`` (a private copy) and run it at every T of
+    ``frames``; one unsupported site per module that fails (the innermost module running when
+    it raised)."""
     converted = [s for s in sites if s.status == CONVERTED and s.path]
-    originals = {s.path: model.get_submodule(s.path) for s in converted}
     classes = {p: type(m).__name__ for p, m in model.named_modules(remove_duplicate=False)}
     failures: dict[str, list] = {}  # path -> [frame counts, first error]
-    try:
-        rewrite_sites(model, converted, trained_at=trained_at)
-        paths: dict[int, str] = {}
-        for path, module in model.named_modules():
-            paths.setdefault(id(module), path)
-        stack: list[str] = []  # modules running now, outermost first: the last one raised
+    rewrite_sites(model, converted, trained_at=trained_at)
+    paths: dict[int, str] = {}
+    for path, module in model.named_modules():
+        paths.setdefault(id(module), path)
+    stack: list[str] = []  # modules running now, outermost first: the last one raised
 
-        def enter(module: nn.Module, args: tuple) -> None:
-            stack.append(paths[id(module)])
+    def enter(module: nn.Module, args: tuple) -> None:
+        stack.append(paths[id(module)])
 
-        def leave(module: nn.Module, args: tuple, output: Any) -> None:
-            if stack:
-                stack.pop()
+    def leave(module: nn.Module, args: tuple, output: Any) -> None:
+        if stack:
+            stack.pop()
 
-        handles = []
-        for module in {id(m): m for _, m in model.named_modules()}.values():
-            handles.append(module.register_forward_pre_hook(enter))
-            handles.append(module.register_forward_hook(leave))
+    for module in {id(m): m for _, m in model.named_modules()}.values():
+        module.register_forward_pre_hook(enter)
+        module.register_forward_hook(leave)
+    for t in frames:
+        if t == trained_at:
+            continue  # it ran on the example, and every adapter is exact at the trained length
+        stack.clear()
         try:
-            for t in frames:
-                if t == trained_at:
-                    continue  # it ran on the example, and every adapter is exact at the trained length
-                stack.clear()
-                try:
-                    clip = scale_clip(example_input, trained_at, t, frame_axis)
-                except ValueError as err:
-                    failures.setdefault("", [[], str(err)])[0].append(t)
-                    continue
-                try:
-                    with _inference(model), declare_clip(_clip_length(clip, frame_axis)):  # as an adapted root would
-                        model(_fresh(clip))
-                except Exception as err:
-                    culprit = stack[-1] if stack else ""
-                    failures.setdefault(culprit, [[], describe(err, limit=300)])[0].append(t)
-        finally:
-            for handle in handles:
-                handle.remove()
-    finally:
-        for path, module in originals.items():
-            replace_module(model, path, module)
+            clip = scale_clip(example_input, trained_at, t, frame_axis)
+        except ValueError as err:
+            failures.setdefault("", [[], str(err)])[0].append(t)
+            continue
+        try:
+            with _inference(model), declare_clip(_clip_length(clip, frame_axis)):  # as an adapted root would
+                model(_fresh(clip))
+        except Exception as err:
+            culprit = stack[-1] if stack else ""
+            failures.setdefault(culprit, [[], describe(err, limit=300)])[0].append(t)
     found = []
     for path, (ts, message) in failures.items():
         which = ", ".join(map(str, ts))

@@ -19,7 +19,7 @@ from .builtin_rules import is_default_alteration_target, is_stateless, looks_lik
 from .conversion import ALTERATION, CONVERTED, NORM, SKIPPED, UNSUPPORTED, ConversionPlan, Site
 from .fixed_t import find_fixed_t_sites
 from .patterns import Pattern, check_patterns, matches, select
-from .rewriter import check_not_adapted
+from .building import check_not_adapted
 
 __all__ = ["plan", "UnsupportedNormWarning", "PRESETS"]
 

@@ -12,81 +12,27 @@ from torch import nn
 from ..context import FrameInference, check_frame_count, nearest_key
 from ..nn.alteration import NotFoldableError, ResidualAlteration
 from . import rules
-from .conversion import ALTERATION, CONVERTED, FIXED_T, NORM, ConversionPlan, Site
+from .building import build_site, check_not_adapted, replace_module, rewrite_sites
+from .conversion import CONVERTED, FIXED_T, ConversionPlan, Site
 
-__all__ = ["replace_module", "apply_plan", "get_plan", "specialize", "restore_specialized", "rule_for_site", "check_not_adapted"]
+__all__ = ["apply_plan", "get_plan", "specialize", "restore_specialized", "rewrite_fixed_t", "kept_alterations"]
 
 
-def replace_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
-    """Put ``new`` at ``path`` in ``model`` (``setattr`` on the parent, so the model keeps its
-    class, forward and hooks); returns the module that was there.
+def rewrite_fixed_t(model: nn.Module, sites: Sequence[Site], *, trained_at: int | None = None) -> None:
+    """Swap each converted fixed-T site of ``sites`` for its adapter, in place (``setattr`` on
+    the parent module: the model keeps its class and forward). Sites of other kinds, unsupported
+    sites and sites already holding an adapter are left as they are.
 
-    Example::
-
-        old = replace_module(model, "layer1.0.bn1", nn.Identity())
+    ``trained_at`` (the training clip length, in the units of ``find_fixed_t_sites``) lets each
+    adapter's ``specialize(frames)`` turn a clip length into its own temporal length; without it,
+    call ``specialize(length=...)``.
     """
-    if not path:
-        raise ValueError("the model's root cannot be replaced in place; only its submodules can")
-    parent_path, _, child = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    old = parent.get_submodule(child)
-    setattr(parent, child, new)
-    return old
-
-
-def check_not_adapted(model: nn.Module, action: str) -> None:
-    for path, module in model.named_modules():
-        if isinstance(module, rules.fan_layer_types(NORM, ALTERATION)):
-            raise ValueError(f"model is already adapted ({type(module).__name__} at '{path}'); {action} the original model")
-
-
-def rule_for_site(site: Site, module: nn.Module, kernel_size: int = 1) -> rules.Rule:
-    """The rule that builds ``site``'s layer: the one it names, else (plans written before rules
-    had names) the one the table picks for ``module``."""
-    if site.rule:
-        rule = rules.rule_named(site.rule)
-        if rule is None:
-            raise ValueError(
-                f"'{site.path}' was converted by the rule {site.rule!r}, which is not registered here; "
-                "import the code that calls fan_convert.register_rule for it before loading or applying the plan")
-        return rule
-    if site.kind == ALTERATION:
-        return rules.rule_named("alteration.weight" if kernel_size == 1 else "alteration.residual")
-    rule = rules.match(module, site.kind)
-    if rule is None and site.kind == NORM:
-        rule = rules.rule_named("norm.functional")  # any module can be banked by copy
-    if rule is None or rule.layer is None:
-        raise ValueError(f"no rule converts {type(module).__name__} at '{site.path}'; find the sites again on this model")
-    return rule
-
-
-def _build(model: nn.Module, site: Site, ctx: rules.BuildContext, kernel_size: int = 1) -> tuple[rules.Rule, nn.Module]:
-    try:
-        original = model.get_submodule(site.path)
-    except AttributeError:
-        raise ValueError(
-            f"the plan converts '{site.path}', which this model does not have; build the architecture the plan was made for"
-        ) from None
-    if type(original).__name__ != site.original:
-        raise ValueError(
-            f"the plan expects {site.original} at '{site.path}' but the model has {type(original).__name__}; "
-            "build the architecture the plan was made for (or find the sites again on this model)")
-    rule = rule_for_site(site, original, kernel_size)
-    return rule, rule.make(original, ctx)
-
-
-def rewrite_sites(model: nn.Module, sites: Sequence[Site], *, keys: Sequence[int] = (), trained_at: int | None = None,
-                  kernel_size: int = 1) -> None:
-    """Swap every converted site of ``sites`` for the layer its rule builds, in place. Fixed-T
-    sites that already hold their layer are left as they are."""
-    fixed_layers = rules.fan_layer_types(FIXED_T)
+    if trained_at is not None:
+        check_frame_count(trained_at, "trained_at")
     for site in sites:
-        if site.status != CONVERTED:
-            continue
-        if site.kind == FIXED_T and isinstance(model.get_submodule(site.path), fixed_layers):
-            continue
-        ctx = rules.BuildContext(path=site.path, keys=tuple(keys), trained_at=trained_at, kernel_size=kernel_size, root=model)
-        replace_module(model, site.path, _build(model, site, ctx, kernel_size)[1])
+        if site.kind == FIXED_T and site.status == CONVERTED and not site.path:
+            raise ValueError("a fixed-T site at the model's root cannot be swapped on a parent")
+    rewrite_sites(model, [s for s in sites if s.kind == FIXED_T], trained_at=trained_at)
 
 
 def apply_plan(model: nn.Module, conversion: ConversionPlan, *, inplace: bool = False) -> nn.Module:
@@ -191,7 +137,7 @@ def restore_specialized(model: nn.Module, frames: int, trained_at: int, fixed_t:
     for site in sites:
         if site.kind != FIXED_T or site.status != CONVERTED:
             continue
-        rule, layer = _build(model, site, rules.BuildContext(path=site.path, trained_at=trained_at, root=model))
+        rule, layer = build_site(model, site, rules.BuildContext(path=site.path, trained_at=trained_at, root=model))
         replace_module(model, site.path, rule.plain(layer, frames))
     kept = kept_alterations or {}
     residual = rules.rule_named("alteration.residual")

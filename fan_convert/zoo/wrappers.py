@@ -111,7 +111,7 @@ class TSM(TSN):
         if already:
             raise ValueError(f"backbone already has temporal shifts (e.g. at '{already[0]}'); wrap the unshifted backbone")
         from ..surgery.analyze import analyze, residual_entry_layers
-        from ..surgery.rewriter import replace_module
+        from ..surgery.building import replace_module
 
         entries = residual_entry_layers(analyze(backbone), backbone)
         if not entries:
