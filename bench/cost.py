@@ -152,7 +152,7 @@ def data_loading(repeats: int) -> str:
 
     import numpy as np
 
-    from fan_convert.train.data import Item, MultiViewClips
+    from fan_convert.data import Item, MultiViewClips
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "clip.mp4"

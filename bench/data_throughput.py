@@ -30,30 +30,23 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fan_convert.train.data import Item, MultiViewClips, collate_views
-from fan_convert.train.decoding import read_sampled
+from fan_convert.data import Item, MultiViewClips, collate_views, read_sampled
+from fan_convert.testing import write_video
 
 FRAMES = (4, 8, 16)
 SIZES = ((320, 240), (640, 360))
 SECONDS, FPS = 10, 30
 
 
-def write_clip(path: Path, width: int, height: int, phase: int) -> None:
+def moving_scene(width: int, height: int, phase: int):
     """Moving gradients, a moving disc and a shifting texture: motion everywhere, some detail."""
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=FPS)
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     yy, xx = np.mgrid[0:height, 0:width]
     texture = np.random.default_rng(phase).integers(0, 40, (height, width, 1), dtype=np.uint8)
     for i in range(SECONDS * FPS):
         j = i + 37 * phase
         disc = (xx - width / 2 - width / 8 * np.sin(j / 15)) ** 2 + (yy - height / 2) ** 2 < (height / 4) ** 2
         img = np.stack([(xx + 3 * j) % 256, (2 * yy + j) % 256, disc * 200], -1).astype(np.uint8) // 2
-        for packet in stream.encode(av.VideoFrame.from_ndarray(img + np.roll(texture, i, axis=1), format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
+        yield img + np.roll(texture, i, axis=1)
 
 
 def write_frame_folder(video: Path, folder: Path) -> None:
@@ -72,7 +65,7 @@ def make_sources(root: Path, files: int) -> dict[str, list[Path]]:
         videos, folders = [], []
         for phase in range(files):
             video = root / f"clip{width}x{height}_{phase}.mp4"
-            write_clip(video, width, height, phase)
+            write_video(video, moving_scene(width, height, phase), fps=FPS, codec="libx264")
             folder = root / f"frames{width}x{height}_{phase}"
             write_frame_folder(video, folder)
             videos.append(video)
@@ -133,7 +126,7 @@ def _children_cpu() -> float:
 
 def decoded_share(paths: list[Path]) -> str:
     """Average share of a source's frames the sampled reader decoded (training draws)."""
-    from fan_convert.train.sampling import multi_view_indices
+    from fan_convert.data import multi_view_indices
 
     shares = []
     def draw(seed: int):

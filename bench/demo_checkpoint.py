@@ -20,6 +20,7 @@ import argparse
 import sys
 import time
 
+from fan_convert.data import TemporalBenchmark
 from fan_convert.train.demo import (
     EVAL_FRAMES,
     FULL,
@@ -33,7 +34,6 @@ from fan_convert.train.demo import (
     train_plain,
 )
 from fan_convert.train.evaluate import evaluate
-from fan_convert.train.synthetic import TemporalBenchmark
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,8 @@ from table1 import EVAL_FRAMES, KEYS, QUICK, Recipe, console  # noqa: E402
 
 import fan_convert  # noqa: E402
 from fan_convert.context import select_key  # noqa: E402
+from fan_convert.data import TemporalBenchmark  # noqa: E402
 from fan_convert.train.evaluate import calibrate  # noqa: E402
-from fan_convert.train.synthetic import TemporalBenchmark  # noqa: E402
 
 PARTS = {"all": ("stem", "stages.0", "stages.1", "stages.2", "fc"), "stem": ("stem",), "stage1": ("stages.0",),
          "stage2": ("stages.1",), "stage3": ("stages.2",)}

@@ -109,7 +109,7 @@ def torchrun_worker(device: str) -> None:
     """One rank: train a small FAN under torchrun, then two steps that leave a key unused."""
     import torch.distributed as dist
 
-    from fan_convert.train.synthetic import TemporalBenchmark
+    from fan_convert.data import TemporalBenchmark
 
     torch.manual_seed(0)
     model = build("fan_convert:tiny_resnet", temporal="tsm", num_classes=4)
@@ -144,7 +144,7 @@ def compile_check(limit: int) -> dict:
 def compile_worker() -> None:
     from torch._dynamo.utils import counters
 
-    from fan_convert.train.synthetic import TemporalBenchmark
+    from fan_convert.data import TemporalBenchmark
 
     results = {}
     for compiled in (False, True):

@@ -21,8 +21,8 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 
 import fan_convert
+from fan_convert.data import collate_views
 from fan_convert.testing import count_parameters
-from fan_convert.train.data import collate_views
 from fan_convert.train.evaluate import calibrate
 
 

@@ -52,8 +52,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import fan_convert
+from fan_convert.data.synthetic import CLASSES, TemporalBenchmark
 from fan_convert.train.evaluate import calibrate, evaluate
-from fan_convert.train.synthetic import CLASSES, TemporalBenchmark
 from fan_convert.train.trainer import TrainConfig, Trainer
 from fan_convert.zoo.tiny import tiny_resnet
 from fan_convert.zoo.wrappers import TSM

@@ -15,7 +15,7 @@ import tempfile
 import torch
 
 import fan_convert
-from fan_convert.train.synthetic import TemporalBenchmark
+from fan_convert.data import TemporalBenchmark
 from fan_convert.train.trainer import TrainConfig, Trainer
 from fan_convert.zoo import build
 

@@ -16,8 +16,8 @@ import torch
 from rich.console import Console
 
 import fan_convert
+from fan_convert.data import MultiViewClips, video_folder
 from fan_convert.testing import write_video
-from fan_convert.train.data import MultiViewClips, video_folder
 from fan_convert.train.evaluate import deviation_table, evaluate, plot_results
 from fan_convert.train.trainer import TrainConfig, Trainer
 

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 import fan_convert
+from fan_convert.data import TemporalBenchmark
 from fan_convert.train.evaluate import calibrate, evaluate
-from fan_convert.train.synthetic import TemporalBenchmark
 from fan_convert.train.trainer import TrainConfig, Trainer
 from fan_convert.zoo import build
 

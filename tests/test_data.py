@@ -4,7 +4,6 @@ import random
 import warnings
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -12,8 +11,7 @@ from conftest import encode
 from torchvision.io import write_jpeg, write_png
 from typer.testing import CliRunner
 
-from fan_convert.train import decoding
-from fan_convert.train.data import (
+from fan_convert.data import (
     VIDEO_SUFFIXES,
     DataError,
     Item,
@@ -22,12 +20,14 @@ from fan_convert.train.data import (
     annotation_list,
     collate_views,
     decode,
+    decoding,
     read_items,
+    read_sampled,
     scan_video_folder,
     skip_report,
     video_folder,
 )
-from fan_convert.train.decoding import read_sampled
+from fan_convert.testing import write_video
 
 FRAMES = (4, 8, 16)
 # (file name, PyAV encoder, frame size (h, w)): codecs and containers a class folder may hold
@@ -41,26 +41,20 @@ CLIPS = [
 ]
 
 
-def write_clip(path: Path, codec: str, n: int, size=(48, 64), gop: int = 12, fps: int = 25) -> Path:
-    """A clip whose frames differ (brightness ramp and a moving bar), with B-frames where the codec has them."""
+def ramp_and_bar(n: int, size=(48, 64)):
+    """Frames that differ: a brightness ramp and a moving bar."""
     h, w = size
-    container = av.open(str(path), "w")
-    stream = container.add_stream(codec, rate=fps)
-    stream.width, stream.height = w, h
-    stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-    if codec in ("mpeg4", "mpeg1video", "mpeg2video"):
-        stream.codec_context.max_b_frames, stream.codec_context.gop_size = 2, gop
-    if codec == "libx264":
-        stream.options = {"g": str(gop)}
     for i in range(n):
         img = np.full((h, w, 3), 5 * i % 256, np.uint8)
         img[:, (3 * i) % w, 1] = 255
-        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+        yield img
+
+
+def write_clip(path: Path, codec: str, n: int, size=(48, 64), gop: int = 12, fps: int = 25) -> Path:
+    """:func:`ramp_and_bar` frames in ``codec``, with B-frames where the codec has them."""
+    b_frames = 2 if codec in ("mpeg4", "mpeg1video", "mpeg2video") else None
+    gop = gop if b_frames or codec == "libx264" else None  # the other codecs keep their own keyframe interval
+    return write_video(path, ramp_and_bar(n, size), fps=fps, codec=codec, gop=gop, b_frames=b_frames)
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from fan_convert.cli import app, cli_args
+from fan_convert.data import TemporalBenchmark
 from fan_convert.train import demo
 from fan_convert.train.progress import EpochProgress, format_seconds
-from fan_convert.train.synthetic import TemporalBenchmark
 from fan_convert.train.trainer import TrainConfig, Trainer
 
 TINY = demo.DemoConfig(train_size=32, val_size=16, plain_epochs=1, fan_epochs=1)

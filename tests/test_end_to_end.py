@@ -9,8 +9,8 @@ moves for fast ones (4 frames cover as much ground per step as a fast move does 
 import torch
 
 import fan_convert
+from fan_convert.data import TemporalBenchmark
 from fan_convert.train.evaluate import evaluate
-from fan_convert.train.synthetic import TemporalBenchmark
 from fan_convert.train.trainer import TrainConfig, Trainer
 from fan_convert.zoo.tiny import tiny_resnet
 from fan_convert.zoo.wrappers import TSM

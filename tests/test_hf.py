@@ -275,7 +275,7 @@ def test_without_transformers_an_hf_spec_names_the_extra(monkeypatch):
 def test_fine_tuning_reads_videos_as_the_model_takes_them(tmp_path):
     from conftest import encode
 
-    from fan_convert.train.data import MultiViewClips, video_folder
+    from fan_convert.data import MultiViewClips, video_folder
 
     for c in ("a", "b"):
         (tmp_path / "videos" / c).mkdir(parents=True)

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from fan_convert.data import collate_views
+from fan_convert.data.synthetic import CLASSES, DESCRIPTIONS, REVERSE_OF, TemporalBenchmark, render_clip
 from fan_convert.testing import count_parameters
-from fan_convert.train.data import collate_views
-from fan_convert.train.synthetic import CLASSES, DESCRIPTIONS, REVERSE_OF, TemporalBenchmark, render_clip
 from fan_convert.zoo.tiny import tiny_resnet
 from fan_convert.zoo.wrappers import TSM
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fan_convert.train import multi_view_indices, mutual_distillation_loss, segment_indices
+from fan_convert.data import multi_view_indices, segment_indices
+from fan_convert.train import mutual_distillation_loss
 
 
 def test_loss_equals_the_hand_computation():

@@ -14,7 +14,7 @@ from ._app import _arch_kwargs, app, console, step
 def _dataset(data: str, list_file: Optional[Path], classes: Optional[Path], frames, *, train: bool, crop: int, resize: int,
              split: str = "train", flip: bool = False, model=None):
     """A multi-view dataset from a folder of videos per class, an annotation list, or 'builtin'."""
-    from ..train.data import MultiViewClips, read_items
+    from ..data import MultiViewClips, read_items
     from ..zoo.hf import reader_settings
 
     settings = reader_settings(model) if model is not None else {}  # transformers: (B, T, C, H, W), own size/normalisation
@@ -24,7 +24,7 @@ def _dataset(data: str, list_file: Optional[Path], classes: Optional[Path], fram
     if size != crop:
         raise ValueError(f"{type(model).__name__} takes {size}x{size} frames: pass --crop {size}")
     if data == "builtin":
-        from ..train.synthetic import TemporalBenchmark
+        from ..data import TemporalBenchmark
 
         return TemporalBenchmark(split=split, frames=frames, train=train)
     items, _ = read_items(data, list_file, classes, report=lambda note: console.print(note, highlight=False))
@@ -78,8 +78,8 @@ def train(
 ) -> None:
     """Fine-tune a FAN with mutual distillation (CPU, GPU, or `torchrun ... -m fan_convert train`)."""
     with step(f"loading {model_file} ..."):
+        from ..data import skip_report
         from ..io import load, save
-        from ..train.data import skip_report
         from ..train.trainer import TrainConfig, Trainer
 
         fan = load(model_file, trust_factory=trust_factory)
@@ -130,7 +130,7 @@ def evaluate_command(
     """Accuracy at each frame count: the Temporal Deviation table, for a FAN or any plain model."""
     with step(f"loading {model_file} ...", ImportError):
         from ..context import check_frames
-        from ..train.data import skip_report
+        from ..data import skip_report
         from ..train.evaluate import deviation_table, evaluate, plot_results, save_results
 
         frames = check_frames(frames)

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.synthetic import CLASSES, TemporalBenchmark
 from ..io.atomic import OutputError, atomic_write
 from .evaluate import deviation_table, evaluate
 from .progress import format_seconds
-from .synthetic import CLASSES, TemporalBenchmark
 from .trainer import TrainConfig, Trainer
 
 __all__ = ["DemoConfig", "run_demo", "train_plain", "load_plain", "save_plain", "FULL", "QUICK", "PLAIN_CHECKPOINT"]

@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader
 
 from ..context import frames as select_frames
 from ..context import nearest_key
+from ..data import collate_views
 from ..nn import NormBank
 from ..zoo.hf import logits_of
-from .data import collate_views
 from .distributed import resolve_device
 
 

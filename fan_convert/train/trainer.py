@@ -20,8 +20,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data import Skipped, collate_views
 from .checkpointing import load_training_state, save_training_state
-from .data import Skipped, collate_views
 from .distributed import EpochSampler, MultiView, distributed_context, gather_rows, model_keys, own_row, resolve_device, uses_every_key
 from .loss import mutual_distillation_loss
 from .metrics import RunningMeans
@@ -81,7 +81,7 @@ class TrainConfig:
 
 
 class Trainer:
-    """Fine-tune ``model`` on a :class:`~fan_convert.train.data.MultiViewClips`-style dataset.
+    """Fine-tune ``model`` on a :class:`~fan_convert.data.MultiViewClips`-style dataset.
 
     Under torchrun every rank trains on its own GPU (``cuda`` is ``cuda:$LOCAL_RANK``) and runs
     every step, so no rank ever waits for another. ``frame_subsets=True`` declares that steps may

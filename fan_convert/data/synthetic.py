@@ -25,7 +25,7 @@ much of its accuracy at 4 (``docs/benchmark.md`` has the measured numbers).
 
 Example::
 
-    from fan_convert.train.synthetic import TemporalBenchmark
+    from fan_convert.data import TemporalBenchmark
     train = TemporalBenchmark("train", size=3000, frames=(4, 8, 16))
     val = TemporalBenchmark("val", size=600, frames=(2, 4, 6, 8, 12, 16))
     views, label = train[0]          # {4: (3, 4, 32, 32), 8: ..., 16: ...}, int
@@ -306,8 +306,8 @@ def _class_ids(classes: Sequence[int | str] | None) -> list[int]:
 class TemporalBenchmark(Dataset):
     """The built-in benchmark as a dataset of ``({t: clip (3, t, 32, 32)}, label)`` samples.
 
-    Same contract as :class:`~fan_convert.train.data.MultiViewClips` (one cached render serves
-    every view; :func:`~fan_convert.train.data.collate_views` batches it), so
+    Same contract as :class:`~fan_convert.data.MultiViewClips` (one cached render serves
+    every view; :func:`~fan_convert.data.collate_views` batches it), so
     :class:`~fan_convert.train.trainer.Trainer` and :func:`~fan_convert.train.evaluate.evaluate`
     use it unchanged.
 

@@ -3,7 +3,8 @@ same frames under the same spatial augmentation; and the batching that drops and
 videos that could not be read.
 
 Only the frames the views use are decoded (:mod:`.decoding`); the layouts (class folders,
-annotation lists, frame folders) are read by :mod:`.readers` and re-exported here.
+annotation lists, frame folders) are read by :mod:`.readers`; the frames of each view are chosen
+by :mod:`.sampling`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .decoding import IMAGE_SUFFIXES, DecodeError, decode, read_sampled
-from .readers import VIDEO_SUFFIXES, DataError, Item, VideoFolder, annotation_list, read_items, scan_video_folder, video_folder
+from .decoding import DecodeError, decode, read_sampled
+from .readers import Item
 from .sampling import multi_view_indices
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "DataError", "DecodeError", "Item", "VideoFolder", "MultiViewClips",
-           "SkipCount", "Skipped", "annotation_list", "collate_views", "decode", "read_items", "scan_video_folder", "skip_report",
-           "video_folder"]
+__all__ = ["KINETICS_MEAN", "KINETICS_STD", "MultiViewClips", "SkipCount", "Skipped", "collate_views", "skip_report"]
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 
 
