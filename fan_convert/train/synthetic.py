@@ -1,0 +1,5 @@
+"""Moved to :mod:`fan_convert.data.synthetic`; this alias warns and forwards."""
+
+from ._moved import forward
+
+__getattr__ = forward(__name__, "fan_convert.data.synthetic")
