@@ -46,6 +46,7 @@ from table1 import EVAL_FRAMES, KEYS, QUICK, Recipe, console  # noqa: E402
 import fan_convert  # noqa: E402
 from fan_convert.context import select_key  # noqa: E402
 from fan_convert.data import TemporalBenchmark  # noqa: E402
+from fan_convert.nn.counting import count_parameters  # noqa: E402
 from fan_convert.train.evaluate import calibrate  # noqa: E402
 
 PARTS = {"all": ("stem", "stages.0", "stages.1", "stages.2", "fc"), "stem": ("stem",), "stage1": ("stages.0",),
@@ -96,7 +97,7 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict, save) -> di
     full, tune = recipe.epochs, recipe.finetune_epochs
 
     def record(row, model, seconds, extra=None):
-        out[row] = {"top1": table1.top1(model, val), "seconds": round(seconds, 1), "params": table1.params(model), **(extra or {})}
+        out[row] = {"top1": table1.top1(model, val), "seconds": round(seconds, 1), "params": count_parameters(model), **(extra or {})}
         console.print(f"  seed {seed} {row:<15} {table1._fmt_row(out[row]['top1'])}  {seconds:6.0f} s")
         save(out)
 
@@ -114,7 +115,7 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict, save) -> di
         per_model = {t: table1.top1(m, val) for t, (m, _) in st.items()}
         own = {t: per_model[fan_convert.nearest_key(t, KEYS)][t] for t in EVAL_FRAMES}
         out["st"] = {"top1": own, "seconds": round(sum(s for _, s in st.values()), 1), "per_model": per_model,
-                     "params": sum(table1.params(m) for m, _ in st.values())}
+                     "params": sum(count_parameters(m) for m, _ in st.values())}
         console.print(f"  seed {seed} {'st':<15} {table1._fmt_row(own)}")
         save(out)
     for row in todo:

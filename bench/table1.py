@@ -53,6 +53,7 @@ from torch import nn
 
 import fan_convert
 from fan_convert.data.synthetic import CLASSES, TemporalBenchmark
+from fan_convert.nn.counting import count_parameters
 from fan_convert.train.evaluate import calibrate, evaluate
 from fan_convert.train.trainer import TrainConfig, Trainer
 from fan_convert.zoo.tiny import tiny_resnet
@@ -167,10 +168,6 @@ def top1(model, val) -> dict[int, float]:
     return {t: r["top1"] for t, r in evaluate(model, val, EVAL_FRAMES, batch_size=100, device=DEVICE).items()}
 
 
-def params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict | None = None, save=None,
              plain_cache: Path | None = None) -> dict[str, dict]:
     """Train and evaluate every row for one seed: {row: {top1: {T: %}, seconds, cost, params}}.
@@ -189,7 +186,7 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict | None = Non
     def record(row, model, seconds, cost, top=None):
         """cost: (description, epochs x frames), e.g. ("10x16 + 2x(4+8+16)", 216)."""
         out[row] = {"top1": top or top1(model, val), "seconds": round(seconds, 1), "cost": cost[0],
-                    "frame_epochs": cost[1], "params": params(model)}
+                    "frame_epochs": cost[1], "params": count_parameters(model)}
         console.print(f"  seed {seed} {row:<13} {_fmt_row(out[row]['top1'])}  {seconds:6.0f} s")
         save(out)
 
@@ -216,7 +213,8 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict | None = Non
         if "st" in rows:  # at each T: the model of the nearest key (its own T where trained)
             own = {t: st[fan_convert.nearest_key(t, KEYS)][2][t] for t in EVAL_FRAMES}
             out["st"] = {"top1": own, "seconds": round(sum(s for _, s, _ in st.values()), 1),
-                         "cost": f"{full}x(4+8+16)", "frame_epochs": full * sum(KEYS), "params": sum(params(m) for m, _, _ in st.values()),
+                         "cost": f"{full}x(4+8+16)", "frame_epochs": full * sum(KEYS),
+                         "params": sum(count_parameters(m) for m, _, _ in st.values()),
                          "per_model": {t: top for t, (_, _, top) in st.items()}}
             console.print(f"  seed {seed} {'st':<13} {_fmt_row(own)}")
             save(out)

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 import fan_convert
+from fan_convert.testing.coverage import check_entry, coverage_table
 from fan_convert.zoo.catalog import ZOO
-from fan_convert.zoo.coverage import check_entry, coverage_table
 
 
 def main() -> None:

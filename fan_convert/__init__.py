@@ -18,12 +18,13 @@ import importlib.util
 import warnings
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # public name -> the module that defines it
 _JOURNEY = {
     # the model: by spec, from a checkpoint
     "build": "fan_convert.zoo", "read_checkpoint": "fan_convert.io", "from_checkpoint": "fan_convert.pipeline",
+    "load_pretrained": "fan_convert.pipeline",
     # conversion
     "adapt": "fan_convert.surgery", "plan": "fan_convert.surgery", "apply_plan": "fan_convert.surgery",
     "get_plan": "fan_convert.surgery", "register_norm": "fan_convert.surgery", "register_rule": "fan_convert.surgery",
@@ -48,7 +49,9 @@ _MOVED = {
     "fold_alteration": "fan_convert.nn", "Site": "fan_convert.surgery",
 }
 
-_SUBPACKAGES = ("context", "deploy", "io", "nn", "pipeline", "surgery", "testing", "train", "zoo")
+_SUBPACKAGES = (
+    "clips", "context", "data", "deploy", "integrations", "io", "nn", "outputs", "pipeline", "surgery", "testing", "train", "zoo",
+)
 
 
 def _available(name: str) -> bool:
@@ -86,7 +89,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from .deploy import choose_frames, export_specialized, export_verified  # noqa: F401
     from .io import load, read_checkpoint, read_manifest, save, save_specialized  # noqa: F401
     from .nn import NotFoldableError  # noqa: F401
-    from .pipeline import from_checkpoint  # noqa: F401
+    from .pipeline import from_checkpoint, load_pretrained  # noqa: F401
     from .surgery import (  # noqa: F401
         ConversionPlan,
         Rule,

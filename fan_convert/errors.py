@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class UnknownArchError(ValueError):
+    """An architecture spec that names nothing buildable."""
+
+
 def first_line(err: BaseException, limit: int | None = 200) -> str:
     """The first non-empty line of ``err``'s message (at most ``limit`` characters), or the
     exception's class name when it has no message (``limit=None``: the whole line). A ``KeyError`` is shown without the quotes

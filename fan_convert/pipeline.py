@@ -22,14 +22,16 @@ from .zoo import build
 
 def load_pretrained(
     path: str | os.PathLike,
-    arch: str | None,
+    arch: str | None = None,
     *,
     arch_kwargs: dict[str, Any] | None = None,
     allow_missing: Sequence[str] = (),
     allow_unexpected: Sequence[str] = (),
     trust_pickle: bool = False,
 ) -> nn.Module:
-    """The plain architecture ``arch`` with the weights in ``path``, strictly loaded, in eval mode.
+    """The plain architecture ``arch`` with the weights in ``path``, strictly loaded, in eval mode:
+    the one way from a checkpoint to a model (:func:`from_checkpoint` and the CLI use it). A
+    transformers ``save_pretrained`` folder names its own architecture (``arch=None``).
 
     ``model.fan_source`` records the file name and notes on what was unwrapped, renamed or
     allowed through (see :func:`fan_convert.io.read_checkpoint` and :func:`fan_convert.io.load_into`).
@@ -43,13 +45,17 @@ def load_pretrained(
     arch_kwargs = dict(arch_kwargs or {})
     if arch is None:  # a save_pretrained folder names its architecture in config.json
         if checkpoint.arch is None:
-            raise ValueError("--arch is required: name the checkpoint's architecture, e.g. --arch timm:resnet50 --temporal tsm")
+            raise ValueError(
+                "arch is required: name the checkpoint's architecture, e.g. arch='timm:resnet50', arch_kwargs={'temporal': 'tsm'}")
         arch, arch_kwargs = checkpoint.arch["spec"], {**checkpoint.arch["kwargs"], **arch_kwargs}
-    with warnings.catch_warnings():  # some zoo factories warn about deprecated torch APIs
-        warnings.simplefilter("ignore", FutureWarning)
-        model = build(arch, **arch_kwargs)
-    notes = checkpoint.notes + load_into(model, checkpoint.tensors, allow_missing=tuple(allow_missing),
-                                         allow_unexpected=tuple(allow_unexpected))
+    if checkpoint.model is not None and checkpoint.arch == {"spec": arch, "kwargs": arch_kwargs}:
+        model, notes = checkpoint.model, list(checkpoint.notes)  # a folder's model, built once while reading it
+    else:
+        with warnings.catch_warnings():  # some zoo factories warn about deprecated torch APIs
+            warnings.simplefilter("ignore", FutureWarning)
+            model = build(arch, **arch_kwargs)
+        notes = checkpoint.notes + load_into(model, checkpoint.tensors, allow_missing=tuple(allow_missing),
+                                             allow_unexpected=tuple(allow_unexpected))
     model.fan_source = {"checkpoint": Path(path).name, "notes": notes}
     return model.eval()
 

@@ -22,7 +22,6 @@ from fan_convert.nn.position_encodings import (
     InterpolatedSpatioTemporalClsPositionalEncoding,
     interpolate_time,
 )
-from fan_convert.nn.time_adapters import time_adapter_for
 from fan_convert.nn.time_pool import AdaptiveTimePool3d
 from fan_convert.surgery.conversion import ConversionPlan, Site
 from fan_convert.surgery.fixed_t import FIXED_T, find_fixed_t_sites, scale_clip
@@ -146,14 +145,19 @@ def test_pytorchvideo_encoding_adapter(sep, cls):
         assert torch.allclose(plain(tokens), y, atol=1e-6)
 
 
-def test_time_adapter_for_dispatches_on_exact_class():
-    assert isinstance(time_adapter_for(nn.MaxPool3d((2, 3, 3))), AdaptiveTimePool3d)
+def test_the_rule_table_converts_pools_by_exact_class_and_reports_subclasses():
+    from fan_convert.surgery import rules
+
+    pool = nn.MaxPool3d((2, 3, 3))
+    rule = rules.match(pool, FIXED_T)
+    assert rule.exact_match(pool) and isinstance(rule.make(pool, rules.BuildContext()), AdaptiveTimePool3d)
 
     class MyPool(nn.AvgPool3d):
         pass
 
-    with pytest.raises(TypeError):
-        time_adapter_for(MyPool((2, 3, 3)))
+    model = nn.Sequential(nn.Conv3d(3, 4, 1), MyPool((8, 2, 2), stride=1))
+    sites = find_fixed_t_sites(model, 8, (4, 8))
+    assert [(s.path, s.status) for s in sites] == [("1", "unsupported")] and "MyPool subclasses AvgPool3d" in sites[0].reason
 
 
 # ------------------------------------------------------------------------------- whole models

@@ -257,9 +257,7 @@ def test_sharded_folder_is_read(tmp_path):
     model = small("vivit")
     model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
     assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
-    from fan_convert.io.pretrained_folder import load_pretrained_folder
-
-    loaded = load_pretrained_folder(tmp_path / "sharded")
+    loaded = fan_convert.load_pretrained(tmp_path / "sharded")  # arch from its config.json
     x = clip(model, 8)
     assert torch.equal(logits(loaded, x), logits(model, x))
 
@@ -289,7 +287,7 @@ def test_fine_tuning_reads_videos_as_the_model_takes_them(tmp_path):
     fan = fan_convert.load(tmp_path / "fan.safetensors")
     assert fan.config.image_mean == mean  # the manifest kept the folder's normalisation
 
-    from fan_convert.zoo.hf import reader_settings
+    from fan_convert.integrations.transformers import reader_settings
 
     settings = reader_settings(fan)
     assert settings == {"layout": "BTCHW", "crop_size": 32, "mean": tuple(mean), "std": tuple(std)}
@@ -307,3 +305,20 @@ def test_fine_tuning_reads_videos_as_the_model_takes_them(tmp_path):
     assert result.exit_code == 0, result.output
     result = run("train", tmp_path / "fan.safetensors", "--data", tmp_path / "videos", "--epochs", 1, "--out-dir", tmp_path / "r2")
     assert result.exit_code == 2 and "pass --crop 32" in result.output
+
+
+def test_a_save_pretrained_folder_is_built_once(tmp_path, monkeypatch):
+    model = small("videomae")
+    model.save_pretrained(tmp_path / "folder")
+    import fan_convert.pipeline
+
+    def no_second_build(*args, **kwargs):
+        raise AssertionError("the folder's model was built a second time")
+
+    monkeypatch.setattr(fan_convert.pipeline, "build", no_second_build)
+    loaded = fan_convert.load_pretrained(tmp_path / "folder")
+    x = clip(model, 8)
+    assert torch.equal(logits(loaded, x), logits(model, x))
+    assert loaded.fan_arch["spec"] == "hf:videomae" and not loaded.training
+    with pytest.raises(AssertionError, match="second time"):  # another head is another architecture: built anew
+        fan_convert.load_pretrained(tmp_path / "folder", arch_kwargs={"num_labels": 3})

@@ -3,7 +3,7 @@
 with random weights and randomised norm statistics.
 
 - preservation: before fine-tuning, in eval mode, the adapted model gives the original logits at
-  every key (the zoo sweep's check, ``fan_convert.zoo.coverage.check_entry``);
+  every key (the zoo sweep's check, ``fan_convert.testing.coverage.check_entry``);
 - isolation: a training step at one key never touches another key's parameters or statistics;
 - fold: ``specialize(fan, T)`` computes what the adapted model computes at T, its keys made to
   differ as after fine-tuning;
@@ -23,10 +23,10 @@ import pytest
 import torch
 
 import fan_convert
+from fan_convert.outputs import logits_of
 from fan_convert.testing import as_if_fine_tuned, fresh, per_key_state
+from fan_convert.testing.coverage import Conversion, CoverageResult, check_entry
 from fan_convert.zoo.catalog import ZOO, ZooEntry
-from fan_convert.zoo.coverage import Conversion, CoverageResult, check_entry
-from fan_convert.zoo.hf import logits_of
 
 # Temporal pools / position embeddings sized to the training clip, which must be rewritten.
 FIXED_T = {

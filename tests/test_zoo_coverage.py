@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fan_convert.nn import NormBank
-from fan_convert.zoo import coverage
+from fan_convert.testing import coverage
 from fan_convert.zoo.catalog import ZOO
 
 RESNET18 = next(e for e in ZOO if e.name == "timm:resnet18")

@@ -97,13 +97,14 @@ def specialize(
     """Fold a FAN checkpoint into the plain architecture for one frame count."""
     with step(f"specializing {model_file} to {frames} frames ..."):
         from ..io import check_output, load, save_specialized
+        from ..nn.counting import count_parameters
 
         output = output or model_file.with_name(model_file.name.split(".")[0] + f".plain{frames}.safetensors")
         check_output(output, overwrite=force)
         fan = load(model_file, trust_factory=trust_factory)
         written = save_specialized(fan, frames, output, overwrite=force, unfoldable="keep" if keep_unfoldable else "error")
     console.print(f"wrote {written}: the plain architecture for {frames} frames "
-                  f"({sum(p.numel() for p in fan.parameters()) - fan.fan_plan.params_added:,} parameters)", highlight=False)
+                  f"({count_parameters(fan) - fan.fan_plan.params_added:,} parameters)", highlight=False)
 
 
 @app.command()

@@ -43,7 +43,7 @@ def InputSize(fallback: int) -> type:  # noqa: N802  (used as a type)
 
 def input_size(given: Optional[int], model, fallback: int) -> int:
     """What ``--input-size`` means for ``model``: as given, else its own frame size, else ``fallback``."""
-    from ..zoo.hf import frame_size
+    from ..integrations.transformers import frame_size
 
     return given if given is not None else frame_size(model) or fallback
 

@@ -15,7 +15,7 @@ def _dataset(data: str, list_file: Optional[Path], classes: Optional[Path], fram
              split: str = "train", flip: bool = False, model=None):
     """A multi-view dataset from a folder of videos per class, an annotation list, or 'builtin'."""
     from ..data import MultiViewClips, read_items
-    from ..zoo.hf import reader_settings
+    from ..integrations.transformers import reader_settings
 
     settings = reader_settings(model) if model is not None else {}  # transformers: (B, T, C, H, W), own size/normalisation
     if settings and data == "builtin":

@@ -78,7 +78,7 @@ class MultiViewClips(Dataset):
     12% less wall time).
 
     ``layout="BTCHW"`` gives each view as ``(t, 3, S, S)`` instead, for ``transformers`` video
-    models (see :func:`fan_convert.zoo.hf.reader_settings`).
+    models (see :func:`fan_convert.integrations.transformers.reader_settings`).
 
     Example::
 

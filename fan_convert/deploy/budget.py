@@ -20,10 +20,12 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..clips import frame_size as _size
+from ..clips import fresh
 from ..context import check_frame_count, check_frames, nearest_key
 from ..context import frames as select_frames
 from ..surgery import get_plan, specialize
-from .clips import _fresh, _size, make_clip
+from .clips import make_clip
 from .cost import interleaved_ms
 
 __all__ = ["BudgetResult", "BudgetRow", "choose_frames", "measure_latency", "read_accuracy"]
@@ -126,7 +128,7 @@ def _syncer(device: torch.device) -> Callable[[], None] | None:
 
 
 def _forward(model: nn.Module, clip: Any) -> Any:
-    return model(_fresh(clip))
+    return model(fresh(clip))
 
 
 def measure_latency(

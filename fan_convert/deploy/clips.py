@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_map
 
+from ..clips import random_clip
 from ..context import check_frame_count
 from ..zoo.layout import input_layout
 
 __all__ = ["make_clip"]
-
-
-def _size(input_size: int | Sequence[int]) -> tuple[int, int]:
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
-        raise ValueError(f"input_size must be a positive int or (H, W), got {input_size!r}")
-    return size
 
 
 def make_clip(
@@ -37,22 +30,6 @@ def make_clip(
     """
     t = check_frame_count(t, "frames")
     check_frame_count(batch, "batch")
-    h, w = _size(input_size)
-    plan = getattr(model, "fan_plan", None)
-    axis = getattr(plan, "frame_axis", 2)
-    g = torch.Generator().manual_seed(seed)
-    shape = [batch, 3, h, w]
-    shape.insert(axis, t)
-    clip = torch.randn(shape, generator=g).to(device)
+    axis = getattr(getattr(model, "fan_plan", None), "frame_axis", 2)
     alpha = alpha if alpha is not None else input_layout(model).get("alpha")
-    if alpha:
-        slow = clip[(slice(None),) * axis + (slice(None, None, alpha),)].contiguous()
-        return [slow, clip]
-    return clip
-
-
-def _fresh(x: Any) -> Any:
-    """A new container around the same tensors (SlowFast's forward rewrites its input list)."""
-    return tree_map(lambda v: v, x)
-
-
+    return random_clip(t, input_size, batch=batch, alpha=alpha, frame_axis=axis, seed=seed, device=device)

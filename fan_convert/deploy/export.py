@@ -21,12 +21,13 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
+from ..clips import fresh
 from ..context import check_frame_count, infer_frames, nearest_key
 from ..context import frames as select_frames
 from ..errors import describe
 from ..io.atomic import atomic_write, check_output
 from ..surgery import get_plan, specialize
-from .clips import _fresh, make_clip
+from .clips import make_clip
 
 __all__ = [
     "FORMATS", "WRITERS", "ExportError", "ExportOptions", "ExportResult", "VerificationError", "Writer", "export_specialized",
@@ -119,7 +120,7 @@ def _export_program(plain: nn.Module, example: Any, dynamic_batch: bool, t: int)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.export.export(plain, (_fresh(example),), dynamic_shapes=dynamic_shapes, strict=False)
+            return torch.export.export(plain, (fresh(example),), dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as err:
         raise ExportError(f"torch.export could not export the {t}-frame model ({describe(err)})") from err
 
@@ -136,7 +137,7 @@ def _write_pt2(program, example: Any, temp: str) -> Any:
     torch.export.save(program, buffer)
     Path(temp).write_bytes(buffer.getvalue())
     loaded = torch.export.load(io.BytesIO(Path(temp).read_bytes())).module()
-    return lambda x: loaded(_fresh(x))
+    return lambda x: loaded(fresh(x))
 
 
 def _write_onnx(program, example: Any, temp: str) -> Any:
@@ -147,7 +148,7 @@ def _write_onnx(program, example: Any, temp: str) -> Any:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
-            onnx_program = torch.onnx.export(program, (_fresh(example),), dynamo=True, verbose=False, **names)
+            onnx_program = torch.onnx.export(program, (fresh(example),), dynamo=True, verbose=False, **names)
         except Exception as err:
             raise ExportError(f"torch.onnx could not convert the exported program ({describe(err)})") from err
         try:  # one self-contained file (the weights inside: ONNX's protobuf limit is 2 GB)
@@ -265,7 +266,7 @@ def export_verified(fan: nn.Module, frames: int, path: str | os.PathLike, *, opt
     fan.eval()
     try:
         with torch.no_grad(), select_frames(t), full_fp32():
-            want = [fan(_fresh(x)) for x in checks]
+            want = [fan(fresh(x)) for x in checks]
     finally:
         fan.train(was_training)
     plain = specialize(fan, t, unfoldable=unfoldable).eval()

@@ -37,6 +37,7 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
     notes: list[str] = field(default_factory=list)
     arch: dict | None = None  # the architecture the checkpoint names itself (a save_pretrained folder's config)
+    model: nn.Module | None = None  # that architecture, built and loaded while reading (a save_pretrained folder)
 
 
 def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> Checkpoint:
@@ -54,8 +55,7 @@ def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> C
         from .pretrained_folder import is_pretrained_folder, read_pretrained_folder
 
         if is_pretrained_folder(path):  # transformers save_pretrained: config.json + weights
-            arch, tensors, notes = read_pretrained_folder(path)
-            return Checkpoint(tensors, notes, arch)
+            return read_pretrained_folder(path)
         raise CheckpointError(
             f"checkpoint '{path}' is a directory without a config.json; give the checkpoint file inside it "
             "(or a transformers save_pretrained folder)")

@@ -45,7 +45,7 @@ def _source_of(model: nn.Module) -> dict:
 
 
 def _versions() -> dict[str, str]:
-    from .. import __version__
+    from .._version import __version__
 
     return {"fan_convert": __version__, "torch": torch.__version__.split("+")[0]}
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from .checkpoint import CheckpointError
+from .checkpoint import Checkpoint, CheckpointError
 
-__all__ = ["is_pretrained_folder", "read_pretrained_folder", "load_pretrained_folder"]
+__all__ = ["is_pretrained_folder", "read_pretrained_folder"]
 
 _SAFETENSORS, _INDEX, _PICKLE = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
 
@@ -27,20 +28,22 @@ def is_pretrained_folder(path: str | Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
-def read_pretrained_folder(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
-    """``(arch, tensors, notes)`` of a ``save_pretrained`` folder: ``arch`` is
-    ``{"spec": "hf:<model_type>", "kwargs": <config fields>}`` for :func:`fan_convert.zoo.build`.
+def read_pretrained_folder(path: str | Path) -> Checkpoint:
+    """A ``save_pretrained`` folder as a :class:`~.checkpoint.Checkpoint`: its tensors, notes,
+    ``arch`` (``{"spec": "hf:<model_type>", "kwargs": <config fields>}``, what
+    :func:`fan_convert.zoo.build` rebuilds it from) and ``model``, the classifier built and loaded
+    while reading (in eval mode), so that nothing builds it a second time.
 
     Example::
 
-        arch, tensors, notes = read_pretrained_folder("videomae-ssv2/")
-        model = fan_convert.build(arch["spec"], **arch["kwargs"])
+        checkpoint = read_pretrained_folder("videomae-ssv2/")
+        checkpoint.model.fan_arch == checkpoint.arch   # True
     """
-    from ..zoo.hf import _read_config_file, config_fields, hf_config, video_classifiers
+    from ..integrations.transformers import config_fields, hf_config, read_config_file, video_classifiers
 
     path = Path(path)
     try:
-        saved = _read_config_file(path).get("architectures") or []
+        saved = read_config_file(path).get("architectures") or []
         config = hf_config(str(path / "config.json"))
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"cannot read the config of '{path}': {err}") from None
@@ -52,14 +55,16 @@ def read_pretrained_folder(path: str | Path) -> tuple[dict, dict[str, torch.Tens
             f"save the {wanted} (e.g. after fine-tuning a classification head) and convert that folder")
     import transformers
 
-    tensors, notes = _read_weights(path, getattr(transformers, wanted))
-    notes.append(f"read the save_pretrained folder of a {wanted} ({config.model_type})")
-    fields = config_fields(config)
     normalisation = _normalisation(path)
+    for name, value in normalisation.items():
+        setattr(config, name, value)
+    model, notes = _read_weights(path, getattr(transformers, wanted), config)
+    notes.append(f"read the save_pretrained folder of a {wanted} ({config.model_type})")
     if normalisation:
-        fields.update(normalisation)
         notes.append(f"normalisation from the preprocessor config: mean {normalisation['image_mean']}, std {normalisation['image_std']}")
-    return {"spec": f"hf:{config.model_type}", "kwargs": fields}, tensors, notes
+    arch = {"spec": f"hf:{config.model_type}", "kwargs": config_fields(config)}
+    model.fan_arch = arch
+    return Checkpoint({k: v.detach() for k, v in model.state_dict().items()}, notes, arch, model.eval())
 
 
 def _normalisation(path: Path) -> dict:
@@ -79,8 +84,8 @@ def _normalisation(path: Path) -> dict:
     return {}
 
 
-def _read_weights(path: Path, model_class) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The folder's tensors under the model's own names. ``transformers`` renames keys between
+def _read_weights(path: Path, model_class, config) -> tuple[nn.Module, list[str]]:
+    """The model of ``config`` with the folder's weights. ``transformers`` renames keys between
     the saved layout and the model (VideoMAE's ``q_bias`` is ``query.bias``), so its own loader
     reads them; anything it reports missing, unexpected or mismatched is an error here."""
     if not any((path / name).is_file() for name in (_SAFETENSORS, _INDEX, _PICKLE)):
@@ -94,7 +99,7 @@ def _read_weights(path: Path, model_class) -> tuple[dict[str, torch.Tensor], lis
     logging.disable_progress_bar()
     try:
         model, info = model_class.from_pretrained(
-            str(path), local_files_only=True, trust_remote_code=False, output_loading_info=True, dtype=torch.float32,
+            str(path), config=config, local_files_only=True, trust_remote_code=False, output_loading_info=True, dtype=torch.float32,
             ignore_mismatched_sizes=True)
     except Exception as err:  # damaged file, bad index: transformers raises many kinds
         raise CheckpointError(f"cannot read the weights of '{path}' ({type(err).__name__}: {_first_line(err)})") from None
@@ -107,7 +112,7 @@ def _read_weights(path: Path, model_class) -> tuple[dict[str, torch.Tensor], lis
     if problems:
         raise CheckpointError(f"the weights in '{path}' do not fit its config: {'; '.join(problems)}")
     files = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return {k: v.detach() for k, v in model.state_dict().items()}, [f"read {', '.join(files)}"]
+    return model, [f"read {', '.join(files)}"]
 
 
 def _key(keys) -> str:
@@ -118,20 +123,3 @@ def _key(keys) -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
-
-
-def load_pretrained_folder(path: str | Path):
-    """The video classifier saved in ``path``, built from its config and loaded strictly (eval mode).
-
-    Example::
-
-        model = load_pretrained_folder("videomae-ssv2/")
-        fan = fan_convert.adapt(model, frames=(4, 8, 16))
-    """
-    from ..zoo import build
-    from .checkpoint import load_into
-
-    arch, tensors, _ = read_pretrained_folder(path)
-    model = build(arch["spec"], **arch["kwargs"])
-    load_into(model, tensors)
-    return model.eval()

@@ -2,7 +2,7 @@
 temporal ``position_embeddings``), resampled to the running clip.
 
 The ``(1, T, C)`` parameter is interpolated linearly along time
-(:func:`~fan_convert.nn.time_adapters.interpolate_time`) to the clip's frame count; at the
+(:func:`~fan_convert.nn.position_encodings.interpolate_time`) to the clip's frame count; at the
 training length it is the parameter itself. The parameter stays in the module under its name
 (the ``state_dict`` is unchanged); ``specialize(frames=T)`` gives the plain module with a
 ``(1, T, C)`` copy, interpolated once.

@@ -3,7 +3,7 @@
 ViViT's ``position_embeddings`` is ``(1, 1 + T' * S, C)``: a class-token position, then one
 per tubelet, time-major (``T' = frames / tubelet``, ``S`` spatial patches). For another clip
 length the patch part is viewed as ``(T', S, C)`` and interpolated linearly along ``T'``
-(:func:`~fan_convert.nn.time_adapters.interpolate_time`); the class position and the spatial
+(:func:`~fan_convert.nn.position_encodings.interpolate_time`); the class position and the spatial
 layout are kept. At the training length it is the parameter itself.
 """
 

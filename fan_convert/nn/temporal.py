@@ -71,7 +71,7 @@ def temporal_shift(x: torch.Tensor, shift_div: int = 8, channel_dim: int = 1, fr
 fx.wrap("temporal_shift")
 
 
-def _check_shift_div(shift_div: int) -> int:
+def check_shift_div(shift_div: int) -> int:
     if isinstance(shift_div, bool) or not isinstance(shift_div, int) or shift_div < 2:
         raise ValueError(f"shift_div must be an integer >= 2 (1/shift_div of the channels move each way), got {shift_div!r}")
     return shift_div
@@ -89,7 +89,7 @@ class TemporalShift(nn.Module):
 
     def __init__(self, shift_div: int = 8, channel_dim: int = 1):
         super().__init__()
-        self.shift_div = _check_shift_div(shift_div)
+        self.shift_div = check_shift_div(shift_div)
         self.channel_dim = channel_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +117,7 @@ class ShiftedInput(nn.Module):
     def __init__(self, net: nn.Module, shift_div: int = 8, channel_dim: int = 1):
         super().__init__()
         self.net = net
-        self.shift_div = _check_shift_div(shift_div)
+        self.shift_div = check_shift_div(shift_div)
         self.channel_dim = channel_dim
 
     def forward(self, x: torch.Tensor, *args, **kwargs):

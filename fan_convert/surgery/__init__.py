@@ -4,10 +4,10 @@ module becomes is decided by one rule table (:mod:`.rules`, built-in entries in
 :mod:`.builtin_rules`); :func:`adapt` (:mod:`.workflow`) runs plan and rewrite in one call."""
 
 from ..context import check_frames
+from .building import replace_module
 from .conversion import CONVERTED, SKIPPED, UNSUPPORTED, ConversionPlan, Site
 from .planner import UnsupportedNormWarning, plan
-from .building import replace_module
-from .rewriter import apply_plan, get_plan, kept_alterations, restore_specialized, rewrite_fixed_t, specialize
+from .rewriter import apply_plan, get_plan, kept_alterations, restore_specialized, specialize
 from .rules import BuildContext, Rule, missing_rules, register_norm, register_rule, unregister_rule, user_rule_names
 from .workflow import adapt
 

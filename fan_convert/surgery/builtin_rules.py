@@ -13,7 +13,6 @@ from ..nn.alteration import ResidualAlteration, WeightAlteration, alterable
 from ..nn.norm_bank import NormBank
 from ..nn.position_encodings import InterpolatedMViTPositionalEncoding, InterpolatedSpatioTemporalClsPositionalEncoding
 from ..nn.time_pool import AdaptiveTimePool3d
-from ..zoo.hf_sites import HF_RULES
 from .conversion import CONVERTED, FIXED_T, UNSUPPORTED, Site
 from .rules import BuildContext, Rule
 
@@ -174,7 +173,10 @@ RULES: list[Rule] = [
     Rule("fixed_t.pytorchvideo_position", "fixed_t",
          "pytorchvideo.layers.positional_encoding:SpatioTemporalClsPositionalEncoding",
          layer=InterpolatedSpatioTemporalClsPositionalEncoding, note=_position_note),
-    *HF_RULES,  # transformers video models: position tables, time embeddings, tubelets, config frame counts
+]
+
+# Consulted after every integration's rules (fan_convert/integrations/): the catch-all ones.
+FALLBACK_RULES: list[Rule] = [
     Rule("fixed_t.frame_count_attribute", "fixed_t", nn.Module, subclasses=True,
          when=lambda m: bool(_stored_frame_counts(m)), note=_frame_count_note),
 ]

@@ -26,13 +26,14 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..clips import fresh
 from ..context import check_frame_count
 from ..context import clip as declare_clip
 from ..errors import describe
 from . import rules
+from .building import rewrite_sites
 from .builtin_rules import FRAME_COUNT_ATTRIBUTES
 from .conversion import CONVERTED, FIXED_T, UNSUPPORTED, Site
-from .building import rewrite_sites
 
 __all__ = ["FIXED_T", "FRAME_COUNT_ATTRIBUTES", "find_fixed_t_sites", "scale_clip"]
 
@@ -160,10 +161,6 @@ def _check_example(example_input: Any, trained_at: int, frame_axis: int) -> None
             "give a clip at the trained frame count (for several pathways, trained_at is one pathway's length)")
 
 
-def _fresh(example_input: Any) -> Any:
-    return list(example_input) if isinstance(example_input, (list, tuple)) else example_input  # SlowFast edits lists
-
-
 @contextmanager
 def _inference(model: nn.Module) -> Iterator[None]:
     """Eval mode and no gradients for the body; every module's training flag restored after."""
@@ -190,7 +187,7 @@ def _observe(model: nn.Module, named: list[tuple[str, nn.Module]], example_input
     handles = [m.register_forward_hook(record) for m in watched.values()]
     try:
         with _inference(model):
-            model(_fresh(example_input))
+            model(fresh(example_input))
     except Exception as err:
         raise ValueError(f"the model does not run on example_input: {describe(err, limit=300)}") from err
     finally:
@@ -233,7 +230,7 @@ def _verify(model, sites, example_input, trained_at, frames, frame_axis) -> list
             continue
         try:
             with _inference(model), declare_clip(_clip_length(clip, frame_axis)):  # as an adapted root would
-                model(_fresh(clip))
+                model(fresh(clip))
         except Exception as err:
             culprit = stack[-1] if stack else ""
             failures.setdefault(culprit, [[], describe(err, limit=300)])[0].append(t)

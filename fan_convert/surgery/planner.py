@@ -13,13 +13,14 @@ from torch import nn
 
 from ..context import check_frame_count, check_frames
 from ..nn.alteration import alterable, input_channels
+from ..nn.counting import count_parameters
 from . import rules
 from .analyze import analyze, functional_norm_calls, residual_entry_layers
+from .building import check_not_adapted
 from .builtin_rules import is_default_alteration_target, is_stateless, looks_like_norm
 from .conversion import ALTERATION, CONVERTED, NORM, SKIPPED, UNSUPPORTED, ConversionPlan, Site
 from .fixed_t import find_fixed_t_sites
 from .patterns import Pattern, check_patterns, matches, select
-from .building import check_not_adapted
 
 __all__ = ["plan", "UnsupportedNormWarning", "PRESETS"]
 
@@ -72,15 +73,12 @@ def plan(
         print(len(conversion.select("norm")), conversion.params_added)
     """
     keys = check_frames(frames)
+    implied = rules.model_defaults(model)  # e.g. a transformers config records its training clip
     if trained_at is None:
-        from ..zoo.hf_sites import recorded_frames  # a transformers config records its training clip
-
-        trained_at = recorded_frames(model) or keys[-1]
+        trained_at = implied.get("trained_at") or keys[-1]
     trained_at = check_frame_count(trained_at, "trained_at")
     if frame_axis is None:
-        from ..zoo.hf import is_hf_video_model
-
-        frame_axis = 1 if is_hf_video_model(model) else 2
+        frame_axis = implied.get("frame_axis", 2)
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
     if isinstance(targets, str) and targets not in PRESETS:
@@ -100,7 +98,7 @@ def plan(
     result = ConversionPlan(
         frames=keys, trained_at=trained_at, targets=_describe(targets), kernel_size=kernel_size,
         frame_axis=frame_axis, analysis=analysis.mode,
-        params_before=sum(p.numel() for p in model.parameters()), trace_failures=dict(analysis.failures),
+        params_before=count_parameters(model), trace_failures=dict(analysis.failures),
         exclude=_describe(exclude), norms=norms,
     )
     taken: list[str] = []  # sites already decided; their descendants belong to them
@@ -190,7 +188,7 @@ def _norm_site(path, module, keys, functional, safety) -> Site | None:
         problem = f"unregistered subclass of a torch norm with submodules; fan_convert.register_norm({name}) banks it"
     if problem:
         return Site(path, NORM, name, "", UNSUPPORTED, reason=problem, rule=rule.name)
-    extra = (len(keys) - 1) * sum(p.numel() for p in module.parameters())
+    extra = (len(keys) - 1) * count_parameters(module)
     note = f"custom module calling {functional.get(path)}, banked by copy" if rule.name == "norm.functional" else rule.describe(module)
     return Site(path, NORM, name, rule.layer.__name__, CONVERTED, extra, note, rule=rule.name)
 

@@ -28,6 +28,7 @@ from torch import nn
 __all__ = [
     "Rule", "BuildContext", "register_rule", "register_norm", "rules", "rule_named", "match", "near_miss",
     "fan_layer_types", "user_rule_names", "known_norm_types", "leaf_types", "unregister_rule", "missing_rules", "KINDS",
+    "register_integration", "model_defaults",
 ]
 
 KINDS = ("norm", "alteration", "fixed_t")
@@ -163,7 +164,14 @@ def _resolve(entry: type | str) -> type | None:
 
 _user: list[Rule] = []
 _builtin: list[Rule] = []
+_integrated: list[Rule] = []  # integrations' rules: after the built-in ones, before the fallbacks
+_fallback: list[Rule] = []
+_defaults: list[Callable[[nn.Module], dict]] = []
 _loaded = False
+
+# Integrations with other libraries, loaded with the table: each registers its rules and defaults
+# through register_integration(), so the generic planner knows them only through this table.
+INTEGRATIONS = ("fan_convert.integrations.transformers",)
 
 
 def _table() -> list[Rule]:
@@ -174,11 +182,35 @@ def _table() -> list[Rule]:
 
         for rule in builtin_rules.RULES:
             _add(_builtin, rule)
-    return _user + _builtin
+        for rule in builtin_rules.FALLBACK_RULES:
+            _add(_fallback, rule)
+        for name in INTEGRATIONS:
+            importlib.import_module(name)
+    return _user + _builtin + _integrated + _fallback
+
+
+def register_integration(rules: Sequence[Rule], defaults: Callable[[nn.Module], dict] | None = None) -> None:
+    """Add a library integration's rules to the built-in table (after the generic built-in rules,
+    before the catch-all ones) and, optionally, ``defaults(model) -> dict``: plan options such as
+    ``trained_at`` or ``frame_axis`` that models of that library imply (an empty dict when
+    ``model`` is not one of them). Called once, by the integration module, when the table loads."""
+    for rule in rules:
+        _add(_integrated, rule)
+    if defaults is not None:
+        _defaults.append(defaults)
+
+
+def model_defaults(model: nn.Module) -> dict:
+    """The plan options that ``model``'s library implies (see :func:`register_integration`)."""
+    _table()
+    found: dict = {}
+    for defaults in _defaults:
+        found = {**defaults(model), **found}
+    return found
 
 
 def _add(table: list[Rule], rule: Rule) -> None:
-    for other in _user + _builtin:
+    for other in _user + _builtin + _integrated + _fallback:
         if other.name == rule.name:
             raise ValueError(f"a rule named {rule.name!r} is already registered; give the new rule another name")
         shared = (set(other.match) & set(rule.match)) | (set(other.types()) & set(rule.types()))

@@ -173,8 +173,9 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
     """
     from rich.console import Console
 
-    import fan_convert
-
+    from ..io import save
+    from ..nn.counting import count_parameters
+    from ..surgery import adapt
     from ..surgery.rules import fan_layer_types
 
     cfg = config or (QUICK if quick else FULL)
@@ -223,10 +224,10 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
     done("eval_plain", started)
 
     started = time.perf_counter()
-    fan = fan_convert.adapt(model, frames=KEYS)
-    added = sum(p.numel() for p in fan.parameters()) - sum(p.numel() for p in model.parameters())
+    fan = adapt(model, frames=KEYS)
+    added = count_parameters(fan) - count_parameters(model)
     console.print(f"[bold]3/5[/] converted with fan_convert.adapt(model, frames={KEYS}): {added:+,} parameters "
-                  f"({100 * added / sum(p.numel() for p in model.parameters()):+.1f}%)")
+                  f"({100 * added / count_parameters(model):+.1f}%)")
     if cfg.fan_train == "banks":
         trainable = {id(p) for m in fan.modules() if isinstance(m, fan_layer_types("norm", "alteration")) for p in m.parameters()}
         for p in fan.parameters():
@@ -251,7 +252,7 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
     done("eval_fan", started)
     console.print(deviation_table({"plain (trained at 16)": plain, "FAN (4/8/16)": adapted}, keys=KEYS))
 
-    path = fan_convert.save(fan, out / OUTPUTS[0], arch="fan_convert:tiny_resnet",
+    path = save(fan, out / OUTPUTS[0], arch="fan_convert:tiny_resnet",
                             arch_kwargs={"temporal": "tsm", "num_classes": len(CLASSES)}, overwrite=True)
     times["total"] = time.perf_counter() - run_started
     results = {
@@ -261,7 +262,7 @@ def run_demo(out_dir: str, *, quick: bool = False, seed: int = 0, progress: bool
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "plain_model": source,
         "config": {**asdict(cfg), "quick": quick, "seed": seed, "keys": list(KEYS), "classes": list(CLASSES)},
-        "parameters": {"plain": sum(p.numel() for p in model.parameters()), "fan": sum(p.numel() for p in fan.parameters())},
+        "parameters": {"plain": count_parameters(model), "fan": count_parameters(fan)},
         "checkpoint": str(path),
     }
     text = json.dumps(results, indent=2)

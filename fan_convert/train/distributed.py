@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from ..context import nearest_key
-from ..zoo.hf import logits_of
+from ..outputs import logits_of
 
 
 def local_rank() -> int:
@@ -64,12 +64,6 @@ def distributed_context(device: torch.device | None = None) -> tuple[int, int]:
             torch.cuda.set_device(device)  # before the group forms, so NCCL binds this rank's GPU
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def model_keys(model: nn.Module) -> tuple[int, ...] | None:
-    """The trained frame counts of an adapted model, None for a plain one."""
-    conversion = getattr(model, "fan_plan", None)
-    return tuple(conversion.frames) if conversion is not None else None
 
 
 def uses_every_key(frames: Sequence[int], keys: Sequence[int] | None) -> bool:

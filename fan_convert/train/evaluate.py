@@ -18,23 +18,32 @@ from ..context import frames as select_frames
 from ..context import nearest_key
 from ..data import collate_views
 from ..nn import NormBank
-from ..zoo.hf import logits_of
+from ..outputs import logits_of
 from .distributed import resolve_device
+from .frame_counts import bind_frames, model_keys
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, dataset, frames: Sequence[int], *, batch_size: int = 16, device: str | torch.device = "cpu",
-    num_workers: int = 0,
+    model: nn.Module, dataset, frames: Sequence[int] | None = None, *, batch_size: int = 16,
+    device: str | torch.device = "cpu", num_workers: int = 0,
 ) -> dict[int, dict[str, float]]:
     """Top-1/top-5 accuracy (%) at each frame count; ``dataset`` yields ``({t: clip}, label)``
-    with a view for every ``t`` in ``frames`` (one decode serves them all). The counts stay on
-    the device until the end: one read-back for the whole run.
+    with a view for every ``t`` in ``frames`` (one decode serves them all). ``frames`` defaults
+    to the dataset's frame counts, else the model's keys (a dataset built without frame counts
+    is given them). The counts stay on the device until the end: one read-back for the whole run.
 
     Example::
 
-        table = evaluate(fan, MultiViewClips(items, (2, 4, 6, 8, 12, 16), train=False), (2, 4, 6, 8, 12, 16))
+        table = evaluate(fan, MultiViewClips(items, (2, 4, 6, 8, 12, 16), train=False))   # every view
+        table = evaluate(fan, MultiViewClips(items, train=False))                         # the keys
     """
+    if not frames:
+        frames = getattr(dataset, "frames", None) or model_keys(model)
+        if not frames:
+            raise ValueError("evaluate needs frames=...: neither the dataset nor the model (not adapted) names them")
+    frames = tuple(frames)
+    bind_frames(dataset, frames)
     device = resolve_device(device) if isinstance(device, str) else device
     model = model.eval().to(device)
     cuda = device.type == "cuda"

@@ -12,7 +12,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 
 from ..data import Skipped, collate_views
 from .checkpointing import load_training_state, save_training_state
-from .distributed import EpochSampler, MultiView, distributed_context, gather_rows, model_keys, own_row, resolve_device, uses_every_key
+from .distributed import EpochSampler, MultiView, distributed_context, gather_rows, own_row, resolve_device, uses_every_key
+from .frame_counts import bind_frames, model_keys, resolve_frames
 from .loss import mutual_distillation_loss
 from .metrics import RunningMeans
 from .progress import EpochProgress
@@ -39,10 +40,13 @@ class TrainConfig:
 
     Example::
 
-        config = TrainConfig(frames=(4, 8, 16), epochs=5, lr=0.005, warmup_epochs=1, amp="bf16", out_dir="runs/r3d")
+        config = TrainConfig(epochs=5, lr=0.005, warmup_epochs=1, amp="bf16", out_dir="runs/r3d")
+
+    ``frames`` (the frame counts each step trains) defaults to the adapted model's keys (its plan's
+    ``frames``); a plain model needs them named, e.g. ``TrainConfig(frames=(16,))``.
     """
 
-    frames: tuple[int, ...]
+    frames: tuple[int, ...] = ()  # (): the model's keys
     epochs: int = 10
     batch_size: int = 16
     optimizer: str = "sgd"  # "sgd" (momentum 0.9, nesterov) or "adamw"
@@ -76,8 +80,10 @@ class TrainConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if not self.frames or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.log_every < 1:
-            raise ValueError("frames must be non-empty and epochs, batch_size, lr, log_every positive")
+        if any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in self.frames):
+            raise ValueError(f"frames must be positive integers, got {self.frames!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.log_every < 1:
+            raise ValueError("epochs, batch_size, lr and log_every must be positive")
 
 
 class Trainer:
@@ -89,11 +95,16 @@ class Trainer:
 
     Example::
 
-        trainer = Trainer(fan, train_data, TrainConfig(frames=(4, 8, 16), epochs=3, out_dir="runs/x"))
+        trainer = Trainer(fan, train_data, TrainConfig(epochs=3, out_dir="runs/x"))   # trains every key of fan
         history = trainer.fit()
+
+    The frame counts come from the model's plan unless ``config.frames`` names them; a dataset
+    built without frame counts (``MultiViewClips(items, train=True)``) is given the same ones.
     """
 
     def __init__(self, model: nn.Module, dataset, config: TrainConfig, *, frame_subsets: bool = False):
+        config = replace(config, frames=resolve_frames(config.frames, model_keys(model), "TrainConfig(frames=...)"))
+        bind_frames(dataset, config.frames)
         self.config = config
         self.device = resolve_device(config.device)
         self.rank, self.world = distributed_context(self.device)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..testing import random_clip
+from ..clips import random_clip
 from .specs import build
 
 

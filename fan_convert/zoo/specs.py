@@ -4,7 +4,7 @@
 (fan-convert's own small 2D backbones, e.g. ``tiny_resnet`` for the built-in benchmark, wrapped the same way), ``pytorchvideo:NAME`` (a hub
 builder), ``torchvision:NAME`` (``torchvision.models.video``, or a 2D classification model such as
 ``resnet50``, wrapped like timm's), ``hf:NAME`` (a ``transformers`` video classifier built from a
-config, see :mod:`fan_convert.zoo.hf`) or ``package.module:factory`` (any callable returning a
+config, see :mod:`fan_convert.integrations.transformers`) or ``package.module:factory`` (any callable returning a
 model). Weights come from the user's checkpoint; nothing is downloaded.
 """
 
@@ -16,9 +16,7 @@ from typing import Callable
 
 from torch import nn
 
-
-class UnknownArchError(ValueError):
-    """An architecture spec that names nothing buildable."""
+from ..errors import UnknownArchError
 
 
 def _available(source: str) -> tuple[Callable[[str], Callable], list[str]]:
@@ -102,7 +100,7 @@ def build(spec: str, *, temporal: str | None = None, shift_div: int = 8, **kwarg
             f"{spec!r} is built as the video model it is"
         )
     if source == "hf":
-        from .hf import build_hf
+        from ..integrations.transformers import build_hf
 
         return build_hf(name, **kwargs)
     try:

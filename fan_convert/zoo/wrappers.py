@@ -20,7 +20,7 @@ import torch
 from torch import fx, nn
 
 from .. import context
-from ..nn.temporal import ShiftedInput, _check_shift_div
+from ..nn.temporal import ShiftedInput, check_shift_div
 
 __all__ = ["TSN", "TSM"]
 
@@ -106,7 +106,7 @@ class TSM(TSN):
 
     def __init__(self, backbone: nn.Module, shift_div: int = 8):
         super().__init__(backbone)
-        self.shift_div = _check_shift_div(shift_div)
+        self.shift_div = check_shift_div(shift_div)
         already = [p for p, m in backbone.named_modules() if isinstance(m, ShiftedInput)]
         if already:
             raise ValueError(f"backbone already has temporal shifts (e.g. at '{already[0]}'); wrap the unshifted backbone")

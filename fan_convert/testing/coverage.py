@@ -12,10 +12,10 @@ from torch import nn
 
 from ..context import frames as select_frames
 from ..errors import describe
+from ..outputs import logits_of
 from ..surgery import adapt, specialize
-from ..testing import count_parameters, fresh, randomize_norms
-from .catalog import ZooEntry
-from .hf import logits_of
+from ..zoo.catalog import ZooEntry
+from . import count_parameters, fresh, randomize_norms
 
 
 @dataclass

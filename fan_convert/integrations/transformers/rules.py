@@ -17,7 +17,7 @@ V-JEPA 2: ``frames_per_clip``). Modules tied to that length, and the adapter eac
   k, checked here, when the plan is made.
 
 The config's frame count itself is reported as a skipped site on the model's root. Each is an
-entry of the rule table (:data:`HF_RULES`, consulted with the built-in rules): ``find`` decides
+entry of the rule table (:data:`HF_RULES`, registered with the built-in rules by the package): ``find`` decides
 from the module's type and tensor shapes, ``build`` makes the adapter (given the model, for its
 shared config), the adapter's ``specialize`` gives the plain module back.
 """
@@ -29,16 +29,16 @@ from typing import Callable
 
 from torch import nn
 
-from ..nn.frame_count_config import FrameCountConfig
-from ..nn.frame_following import FrameFollowing, frame_field
-from ..nn.learned_time_embedding import LearnedTimeEmbedding
-from ..nn.sinusoid_positions import SinusoidFramePositions
-from ..nn.space_time_positions import SpaceTimePositions
-from ..nn.tubelet import TubeletFrames, tubelet_conv
-from ..surgery.conversion import CONVERTED, FIXED_T, SKIPPED, Site
-from ..surgery.rules import BuildContext, Rule
+from ...nn.frame_count_config import FrameCountConfig
+from ...nn.frame_following import FrameFollowing, frame_field
+from ...nn.learned_time_embedding import LearnedTimeEmbedding
+from ...nn.sinusoid_positions import SinusoidFramePositions
+from ...nn.space_time_positions import SpaceTimePositions
+from ...nn.tubelet import TubeletFrames, tubelet_conv
+from ...surgery.conversion import CONVERTED, FIXED_T, SKIPPED, Site
+from ...surgery.rules import BuildContext, Rule
 
-__all__ = ["HF_RULES", "recorded_frames"]
+__all__ = ["HF_RULES", "recorded_frames", "plan_defaults"]
 
 
 def _from_transformers(module: nn.Module) -> bool:
@@ -183,3 +183,12 @@ HF_RULES: tuple[Rule, ...] = (
           lambda m, ctx: SpaceTimePositions.for_module(m, _trained(m, ctx), _tubelet(m), config=_config(ctx))),
     _rule("fixed_t.hf_tubelet", _tubelet_embedding, TubeletFrames, _build_tubelet, _check_tubelet),
 )
+
+
+def plan_defaults(model: nn.Module) -> dict:
+    """What a transformers video model implies for a plan: the clip length its config records
+    (``trained_at``) and its ``(B, T, C, H, W)`` input (``frame_axis=1``); empty for other models."""
+    from .models import is_hf_video_model
+
+    found = {"trained_at": recorded_frames(model)} if recorded_frames(model) else {}
+    return {**found, "frame_axis": 1} if is_hf_video_model(model) else found

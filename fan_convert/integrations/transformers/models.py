@@ -23,8 +23,11 @@ from typing import Any
 
 from torch import nn
 
+from ...errors import UnknownArchError
+
 __all__ = [
-    "MissingExtraError", "video_classifiers", "build_hf", "hf_config", "video_input_name", "is_hf_video_model", "reader_settings",
+    "MissingExtraError", "video_classifiers", "build_hf", "hf_config", "read_config_file", "config_fields", "video_input_name",
+    "is_hf_video_model", "trained_frames", "frame_size", "reader_settings",
 ]
 
 # Config fields that record the training clip length, per model type (V-JEPA 2 names it differently).
@@ -57,7 +60,7 @@ def video_classifiers() -> dict[str, str]:
     return dict(MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES)
 
 
-def _read_config_file(path: Path) -> dict:
+def read_config_file(path: Path) -> dict:
     file = path / "config.json" if path.is_dir() else path
     if not file.is_file():
         raise ValueError(f"'{file}' does not exist; give a config.json or the save_pretrained folder holding one")
@@ -73,14 +76,12 @@ def _read_config_file(path: Path) -> dict:
 def hf_config(name: str, **overrides: Any):
     """The config ``hf:NAME`` builds from: the model type's defaults (or a config file's fields),
     then ``overrides``. Raises ValueError naming the known model types for an unknown one."""
-    from .specs import UnknownArchError
-
     transformers = _transformers()
     classes = video_classifiers()
     by_class = {cls: model_type for model_type, cls in classes.items()}
     fields: dict = {}
     if name.endswith(".json") or "/" in name or Path(name).is_dir():
-        fields = _read_config_file(Path(name))
+        fields = read_config_file(Path(name))
         model_type = fields["model_type"]
     else:
         model_type = by_class.get(name, name)
@@ -117,11 +118,6 @@ def config_fields(config) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in _NOT_ARCHITECTURE and k != "model_type"}
 
 
-def logits_of(output):
-    """A model's logits: the output itself, or ``.logits`` of a transformers ``ModelOutput``."""
-    return getattr(output, "logits", output)
-
-
 def is_hf_video_model(model: nn.Module) -> bool:
     """Whether ``model`` is a ``transformers`` model taking ``(B, T, C, H, W)`` video."""
     return video_input_name(model) is not None
@@ -156,7 +152,7 @@ def frame_size(model: nn.Module) -> int | None:
 
 
 def reader_settings(model: nn.Module) -> dict:
-    """What the video readers (:class:`~fan_convert.train.data.MultiViewClips`) must give
+    """What the video readers (:class:`~fan_convert.data.MultiViewClips`) must give
     ``model``: for a ``transformers`` video model ``(B, T, C, H, W)`` clips (``layout``), its
     frame size (``crop_size``) and, when its config carries them, its normalisation constants
     (``mean``, ``std``). Empty for other models."""

@@ -15,18 +15,15 @@ import itertools
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..clips import fresh, random_clip  # noqa: F401  (public test helpers)
+from ..nn.counting import count_parameters  # noqa: F401
+
 _AFFINE = ("weight", "gamma", "bias", "beta", "running_mean")
-
-
-def count_parameters(model: nn.Module) -> int:
-    """The number of parameter values in ``model`` (shared parameters counted once)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 @torch.no_grad()
@@ -53,25 +50,6 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def random_clip(
-    t: int, size: int = 64, *, batch: int = 1, alpha: int | None = None, frame_axis: int = 2, seed: int = 0,
-) -> torch.Tensor | list[torch.Tensor]:
-    """A reproducible random clip of ``t`` frames: ``(batch, 3, t, size, size)`` (T moved to
-    ``frame_axis``), or ``[slow, fast]`` for a SlowFast model whose slow pathway takes every
-    ``alpha``-th frame."""
-    shape = [batch, 3, size, size]
-    shape.insert(frame_axis, t)
-    clip = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    if alpha:
-        return [clip[(slice(None),) * frame_axis + (slice(None, None, alpha),)].contiguous(), clip]
-    return clip
-
-
-def fresh(clip: Any) -> Any:
-    """A new list around the same tensors (SlowFast's forward rewrites its input list)."""
-    return list(clip) if isinstance(clip, list) else clip
-
-
 @torch.no_grad()
 def as_if_fine_tuned(fan: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Module:
     """Move every per-key parameter (norm copies, weight alterations) by Gaussian noise of
@@ -88,7 +66,7 @@ def as_if_fine_tuned(fan: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Mod
 def per_key_state(fan: nn.Module) -> dict[str, int]:
     """State-dict name -> the frame count (key) it belongs to, for every per-key parameter and
     buffer of an adapted model (norm copies, weight alterations). Shared state is not listed."""
-    from .nn import NormBank, ResidualAlteration, WeightAlteration
+    from ..nn import NormBank, ResidualAlteration, WeightAlteration
 
     owners: dict[str, int] = {}
     for path, module in fan.named_modules():
