@@ -95,6 +95,19 @@ def test_sync_batchnorm_conversion_recurses_into_the_bank():
 
 
 def test_bank_state_dict_loads_without_version_metadata():
-    bank = NormBank(nn.BatchNorm2d(4), KEYS)
+    bank = randomize_norms(NormBank(nn.BatchNorm2d(4), KEYS))
+    for k, norm in enumerate(bank.norms.values()):
+        norm.num_batches_tracked.fill_(7 + k)  # a version-less BatchNorm load must not reset the count
     plain_dict = {k: v.clone() for k, v in bank.state_dict().items()}  # no _metadata, like safetensors
-    NormBank(nn.BatchNorm2d(4), KEYS).load_state_dict(plain_dict, strict=True)
+    assert not hasattr(plain_dict, "_metadata")
+    fresh = NormBank(nn.BatchNorm2d(4), KEYS)
+    result = fresh.load_state_dict(plain_dict, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    loaded = fresh.state_dict()
+    assert loaded.keys() == plain_dict.keys()
+    assert all(torch.equal(loaded[k], v) for k, v in plain_dict.items()), "a value was not loaded"
+    x = torch.randn(2, 4, 3, 3)
+    with torch.no_grad():
+        for key in KEYS:
+            with fan_convert.frames(key):
+                assert torch.equal(fresh.eval()(x), bank.eval()(x))
