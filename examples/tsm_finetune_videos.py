@@ -56,8 +56,8 @@ before = evaluate(model, val, eval_frames)
 
 # 3. Convert and fine-tune with mutual distillation on 4/8/16-frame views of the same clips.
 fan = fan_convert.adapt(model, frames=(4, 8, 16))
-Trainer(fan, MultiViewClips(train_items, (4, 8, 16), train=True, crop_size=32, resize=32, scale=(0.8, 1.0)),
-        TrainConfig(frames=(4, 8, 16), epochs=2, batch_size=8, lr=0.005, progress=False)).fit()
+Trainer(fan, MultiViewClips(train_items, train=True, crop_size=32, resize=32, scale=(0.8, 1.0)),  # views at fan's keys
+        TrainConfig(epochs=2, batch_size=8, lr=0.005, progress=False)).fit()
 after = evaluate(fan, val, eval_frames)
 
 # 4. The Temporal Deviation table, before and after (untrained counts use the nearest key).

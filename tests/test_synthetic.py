@@ -26,8 +26,8 @@ def test_rendering_is_deterministic_by_seed():
         assert a.dtype == torch.uint8 and a.shape == (3, 32, 32, 32)
         assert torch.equal(a, b)
         assert not torch.equal(a, render_clip(label, 124))
-    one = TemporalBenchmark("train", size=12, seed=3)
-    two = TemporalBenchmark("train", size=12, seed=3)
+    one = TemporalBenchmark("train", size=12, frames=(4, 8, 16), seed=3)
+    two = TemporalBenchmark("train", size=12, frames=(4, 8, 16), seed=3)
     other = TemporalBenchmark("train", size=12, seed=4)
     val = TemporalBenchmark("val", size=12, seed=3)
     for i in (0, 5, 11):

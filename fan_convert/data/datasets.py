@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from .decoding import DecodeError, decode, read_sampled
 from .readers import Item
-from .sampling import multi_view_indices
+from .sampling import check_views, multi_view_indices, require_frames
 
 __all__ = ["KINETICS_MEAN", "KINETICS_STD", "MultiViewClips", "SkipCount", "Skipped", "collate_views", "skip_report"]
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
@@ -80,6 +80,9 @@ class MultiViewClips(Dataset):
     ``layout="BTCHW"`` gives each view as ``(t, 3, S, S)`` instead, for ``transformers`` video
     models (see :func:`fan_convert.integrations.transformers.reader_settings`).
 
+    ``frames`` may be left out when the dataset is handed to :class:`~fan_convert.train.trainer.Trainer`
+    or :func:`~fan_convert.train.evaluate.evaluate`: they give it the model's keys.
+
     Example::
 
         items, classes = video_folder("kinetics/train")
@@ -90,7 +93,7 @@ class MultiViewClips(Dataset):
     def __init__(
         self,
         items: Sequence[Item],
-        frames: Sequence[int],
+        frames: Sequence[int] | None = None,
         *,
         train: bool,
         crop_size: int = 112,
@@ -106,7 +109,7 @@ class MultiViewClips(Dataset):
     ):
         if reader not in ("sampled", "full"):
             raise ValueError(f"reader must be 'sampled' or 'full', got {reader!r}")
-        self.items, self.frames, self.train = list(items), tuple(sorted(frames)), train
+        self.items, self.frames, self.train = list(items), check_views(frames), train
         self.reader, self.decode_threads = reader, decode_threads
         self.crop_size, self.resize, self.scale, self.flip = crop_size, resize, scale, flip
         self.mean = torch.tensor(mean).view(3, 1, 1, 1)
@@ -125,6 +128,7 @@ class MultiViewClips(Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int):
+        require_frames(self)
         item = self.items[index]
         seed = hash((self.seed, self.epoch, index)) % (2**63) if self.train else self.seed
         g = torch.Generator()

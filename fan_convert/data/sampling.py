@@ -41,3 +41,21 @@ def multi_view_indices(
         multi_view_indices(32, (4, 8), train=False)   # {4: [4, 12, 20, 28], 8: [2, 6, 10, ..., 30]}
     """
     return {t: segment_indices(num_frames, t, train=train, generator=generator) for t in sorted(frames)}
+
+
+def check_views(frames: Sequence[int] | None) -> tuple[int, ...] | None:
+    """A dataset's frame counts, sorted (None: to be given by the Trainer or evaluate that uses it)."""
+    if frames is None:
+        return None
+    frames = tuple(sorted(frames))
+    if not frames or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in frames):
+        raise ValueError(f"frames must be positive integers, got {frames!r}")
+    return frames
+
+
+def require_frames(dataset) -> None:
+    """Stop with a clear error when a dataset built without frame counts is read on its own."""
+    if dataset.frames is None:
+        raise ValueError(
+            f"{type(dataset).__name__} was built without frames=: pass the frame counts, or hand it to "
+            "Trainer/evaluate, which give it the model's keys")

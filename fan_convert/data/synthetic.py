@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .sampling import multi_view_indices
+from .sampling import check_views, multi_view_indices, require_frames
 
 __all__ = ["CLASSES", "DESCRIPTIONS", "REVERSE_OF", "TemporalBenchmark", "render_clip", "NUM_FRAMES", "FRAME_SIZE"]
 
@@ -314,7 +314,8 @@ class TemporalBenchmark(Dataset):
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``: independent streams of clips.
         size: number of clips (labels balanced: ``index % num_classes``).
-        frames: the frame counts each sample has a view for.
+        frames: the frame counts each sample has a view for (default: the keys of the model it is
+            trained or evaluated with, given by Trainer or evaluate).
         train: random segment offsets and fresh noise per epoch (default: ``split == "train"``);
             otherwise segment centres and fixed noise.
         seed: selects the clips (and the per-epoch randomness).
@@ -335,7 +336,7 @@ class TemporalBenchmark(Dataset):
         self,
         split: str = "train",
         size: int = 3000,
-        frames: Sequence[int] = (4, 8, 16),
+        frames: Sequence[int] | None = None,
         *,
         train: bool | None = None,
         seed: int = 0,
@@ -348,7 +349,7 @@ class TemporalBenchmark(Dataset):
             raise ValueError(f"split must be one of {', '.join(_SPLITS)}, got {split!r}")
         if size < 1:
             raise ValueError(f"size must be positive, got {size}")
-        self.split, self.size, self.frames = split, int(size), tuple(sorted(frames))
+        self.split, self.size, self.frames = split, int(size), check_views(frames)
         self.train = split == "train" if train is None else bool(train)
         self.seed, self.noise = int(seed), float(noise)
         self.num_frames, self.frame_size = int(num_frames), int(frame_size)
@@ -388,6 +389,7 @@ class TemporalBenchmark(Dataset):
         return self
 
     def __getitem__(self, index: int):
+        require_frames(self)
         clip = self.clip(index)
         key = (self.seed, _SPLITS[self.split], index, self.epoch if self.train else -1)
         g = torch.Generator().manual_seed(int(_rng(*key).integers(2**62)))
