@@ -56,13 +56,20 @@ def _last_json_line(text: str) -> dict:
     raise ValueError("no result line")
 
 
-def _subprocess(name: str, command: list[str], limit: int) -> dict:
+def _run(name: str, command: list[str], limit: int) -> tuple[subprocess.CompletedProcess | None, float, dict | None]:
+    """Run ``command`` for at most ``limit`` seconds: (result, seconds, the failure row if it timed out)."""
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=limit, env=_env(), cwd=ROOT)
     except subprocess.TimeoutExpired:
-        return {"check": name, "status": "fail", "seconds": limit, "detail": f"did not finish within {limit} s"}
-    seconds = round(time.perf_counter() - started, 1)
+        return None, limit, {"check": name, "status": "fail", "seconds": limit, "detail": f"did not finish within {limit} s"}
+    return done, round(time.perf_counter() - started, 1), None
+
+
+def _subprocess(name: str, command: list[str], limit: int) -> dict:
+    done, seconds, timed_out = _run(name, command, limit)
+    if timed_out:
+        return timed_out
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-12:]
         return {"check": name, "status": "fail", "seconds": seconds, "detail": " | ".join(tail)[-1500:]}
@@ -79,13 +86,11 @@ def cuda_tests(limit: int) -> list[dict]:
         junit = Path(temp) / "junit.xml"
         command = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "test_cuda.py"), "-q", "-p", "no:cacheprovider",
                    "--noconftest", "-o", "addopts=", f"--junitxml={junit}"]  # conftest needs PyAV; test_cuda does not
-        started = time.perf_counter()
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=limit, env=_env(), cwd=ROOT)
-        except subprocess.TimeoutExpired:
-            return [{"check": "tests/test_cuda.py", "status": "fail", "seconds": limit, "detail": f"did not finish within {limit} s"}]
+        done, seconds, timed_out = _run("tests/test_cuda.py", command, limit)
+        if timed_out:
+            return [timed_out]
         if not junit.exists():
-            return [{"check": "tests/test_cuda.py", "status": "fail", "seconds": round(time.perf_counter() - started, 1),
+            return [{"check": "tests/test_cuda.py", "status": "fail", "seconds": seconds,
                      "detail": done.stdout[-1500:] + done.stderr[-1500:]}]
         rows = []
         for case in ElementTree.parse(junit).iter("testcase"):

@@ -13,7 +13,6 @@ from .models import (
     is_hf_video_model,
     read_config_file,
     reader_settings,
-    trained_frames,
     video_classifiers,
     video_input_name,
 )
@@ -21,7 +20,7 @@ from .rules import HF_RULES, plan_defaults, recorded_frames
 
 __all__ = [
     "MissingExtraError", "build_hf", "config_fields", "frame_size", "hf_config", "is_hf_video_model", "read_config_file",
-    "reader_settings", "trained_frames", "video_classifiers", "video_input_name", "HF_RULES", "plan_defaults",
+    "reader_settings", "video_classifiers", "video_input_name", "HF_RULES", "plan_defaults",
     "recorded_frames",
 ]
 

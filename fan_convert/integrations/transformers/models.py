@@ -27,11 +27,9 @@ from ...errors import UnknownArchError
 
 __all__ = [
     "MissingExtraError", "video_classifiers", "build_hf", "hf_config", "read_config_file", "config_fields", "video_input_name",
-    "is_hf_video_model", "trained_frames", "frame_size", "reader_settings",
+    "is_hf_video_model", "frame_size", "reader_settings",
 ]
 
-# Config fields that record the training clip length, per model type (V-JEPA 2 names it differently).
-FRAME_FIELDS = ("num_frames", "frames_per_clip")
 # Input normalisation a config may carry (fan-convert adds them from a folder's preprocessor config).
 NORMALISATION = ("image_mean", "image_std")
 # What a saved config may carry that is not an architecture choice.
@@ -129,16 +127,6 @@ def video_input_name(model: nn.Module) -> str | None:
     name = getattr(model, "main_input_name", None)
     if name in ("pixel_values", "pixel_values_videos") and type(model).__module__.startswith("transformers."):
         return name
-    return None
-
-
-def trained_frames(model: nn.Module) -> int | None:
-    """The training clip length a ``transformers`` model's config records, if any."""
-    config = getattr(model, "config", None)
-    for name in FRAME_FIELDS:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
     return None
 
 
