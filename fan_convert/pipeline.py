@@ -15,9 +15,9 @@ from typing import Any, Sequence
 from torch import nn
 
 from .context import check_frames
-from .io import load_into, read_checkpoint
+from .io import CheckpointError, load_into, read_checkpoint
 from .surgery import adapt
-from .zoo import build
+from .zoo import Head, build, find_head
 
 
 def load_pretrained(
@@ -28,6 +28,7 @@ def load_pretrained(
     allow_missing: Sequence[str] = (),
     allow_unexpected: Sequence[str] = (),
     trust_pickle: bool = False,
+    new_head: bool = False,
 ) -> nn.Module:
     """The plain architecture ``arch`` with the weights in ``path``, strictly loaded, in eval mode:
     the one way from a checkpoint to a model (:func:`from_checkpoint` and the CLI use it). A
@@ -35,6 +36,10 @@ def load_pretrained(
 
     ``model.fan_source`` records the file name and notes on what was unwrapped, renamed or
     allowed through (see :func:`fan_convert.io.read_checkpoint` and :func:`fan_convert.io.load_into`).
+    ``new_head=True``: the classifier (the parameters whose shape depends on ``num_classes``,
+    :func:`fan_convert.zoo.find_head`) keeps its fresh initialisation when the checkpoint's
+    has another number of classes, with no pattern to write. ``model.fan_head`` records the
+    classifier's keys and size.
 
     Example::
 
@@ -54,10 +59,36 @@ def load_pretrained(
         with warnings.catch_warnings():  # some zoo factories warn about deprecated torch APIs
             warnings.simplefilter("ignore", FutureWarning)
             model = build(arch, **arch_kwargs)
-        notes = checkpoint.notes + load_into(model, checkpoint.tensors, allow_missing=tuple(allow_missing),
-                                             allow_unexpected=tuple(allow_unexpected))
+        head = find_head(arch, **arch_kwargs)
+        try:
+            notes = checkpoint.notes + load_into(model, checkpoint.tensors, allow_missing=tuple(allow_missing),
+                                                 allow_unexpected=tuple(allow_unexpected),
+                                                 new_head=head.keys if head is not None and new_head else ())
+        except CheckpointError as err:
+            raise CheckpointError(str(err) + _head_hint(head, model, str(err))) from None
+        if head is not None:
+            model.fan_head = {"keys": list(head.keys), "classes": head.classes(model.state_dict())}
+            notes = [_head_note(head, model, checkpoint.tensors) if n.startswith("new head:") else n for n in notes]
     model.fan_source = {"checkpoint": Path(path).name, "notes": notes}
     return model.eval()
+
+
+def _head_hint(head: Head | None, model: nn.Module, message: str) -> str:
+    """For a checkpoint that does not fit: name the classifier when it is among the keys at fault."""
+    if head is None or not any(f"'{key}'" in message for key in head.keys):
+        return ""
+    n = head.classes(model.state_dict())
+    return (f"; the classifier is {', '.join(head.modules)} ({n} classes here): --num-classes N gives a new N-class head "
+            "(arch_kwargs={'num_classes': N}, new_head=True), or --num-classes the checkpoint's count keeps it")
+
+
+def _head_note(head: Head, model: nn.Module, tensors: dict) -> str:
+    parts = head.keys[0].split(".")
+    found = next((tensors[name] for name in (".".join(parts[i:]) for i in range(len(parts))) if name in tensors), None)
+    old = head.classes({head.keys[0]: found}) if found is not None else None
+    was = f" (the checkpoint's has {old} classes)" if old is not None else ""
+    n = head.classes(model.state_dict())
+    return f"new {n}-class head: {', '.join(head.modules)} starts from random weights{was}; the rest is the checkpoint's"
 
 
 def from_checkpoint(
@@ -69,6 +100,7 @@ def from_checkpoint(
     allow_missing: Sequence[str] = (),
     allow_unexpected: Sequence[str] = (),
     trust_pickle: bool = False,
+    new_head: bool = False,
     **adapt_options: Any,
 ) -> nn.Module:
     """Convert the checkpoint in ``path`` into a FAN: :func:`load_pretrained`, then
@@ -83,6 +115,8 @@ def from_checkpoint(
         allow_missing / allow_unexpected: key patterns the strict load may let through (a new
             head; checkpoint keys to ignore).
         trust_pickle: read a pickled whole ``nn.Module`` (runs code from the file).
+        new_head: a classifier of another size than the checkpoint's keeps its fresh
+            initialisation (``arch_kwargs={"num_classes": N}``; no pattern needed).
         adapt_options: passed to :func:`fan_convert.adapt` (``targets``, ``exclude``,
             ``kernel_size``, ``trained_at``, ``example_input``, ...).
 
@@ -98,6 +132,6 @@ def from_checkpoint(
     """
     keys = check_frames(frames)  # a bad frame list fails before the checkpoint is read
     model = load_pretrained(path, arch, arch_kwargs=arch_kwargs, allow_missing=allow_missing,
-                            allow_unexpected=allow_unexpected, trust_pickle=trust_pickle)
+                            allow_unexpected=allow_unexpected, trust_pickle=trust_pickle, new_head=new_head)
     fan = adapt(model, keys, inplace=True, **adapt_options)
     return fan.eval()

@@ -148,5 +148,18 @@ def test_allow_missing_matches_a_module_name_suffix_inside_a_wrapper():
     tensors = Wrapper(10).state_dict()
     notes = load_into(Wrapper(3), tensors, allow_missing=("fc",))
     assert any("shape-mismatched" in note for note in notes)
-    with pytest.raises(Exception, match="shape-mismatched"):
-        load_into(Wrapper(3), tensors, allow_missing=("c",))  # a suffix of a name, not of a module path
+    with pytest.raises(Exception, match=r"pattern 'c' matches no model key \(nearest: 'fc'\)"):
+        load_into(Wrapper(3), tensors, allow_missing=("c",))  # a suffix of a name, not of a module path: an error
+
+
+@pytest.mark.parametrize("pattern", ["fc", "backbone.fc", "fc.*", "fc.weight|fc.bias", "backbone.fc.weight|backbone.fc.bias"])
+def test_allow_missing_patterns_are_a_key_a_prefix_or_a_full_match_regex(pattern):
+    from torch import nn
+
+    from fan_convert.io import load_into
+
+    model = nn.Sequential()
+    model.add_module("backbone", nn.Sequential())
+    model.backbone.add_module("fc", nn.Linear(4, 3))
+    tensors = {"backbone.fc.weight": torch.zeros(10, 4), "backbone.fc.bias": torch.zeros(10)}
+    assert "allowed 2 shape-mismatched key(s)" in load_into(model, tensors, allow_missing=(pattern,))

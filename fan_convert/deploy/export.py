@@ -30,7 +30,7 @@ from ..surgery import get_plan, specialize
 from .clips import make_clip
 
 __all__ = [
-    "FORMATS", "WRITERS", "ExportError", "ExportOptions", "ExportResult", "VerificationError", "Writer", "export_specialized",
+    "FORMATS", "WRITERS", "ExportError", "format_for", "ExportOptions", "ExportResult", "VerificationError", "Writer", "export_specialized",
     "export_verified", "make_clip",
 ]
 
@@ -132,15 +132,15 @@ def _readable(temp: str) -> None:
     os.chmod(temp, 0o666 & ~umask)
 
 
-def _write_pt2(program, example: Any, temp: str) -> Any:
+def _write_pt2(program, example: Any, temp: str, metadata: dict[str, str] | None = None) -> Any:
     buffer = io.BytesIO()
-    torch.export.save(program, buffer)
+    torch.export.save(program, buffer, extra_files=dict(metadata or {}))
     Path(temp).write_bytes(buffer.getvalue())
     loaded = torch.export.load(io.BytesIO(Path(temp).read_bytes())).module()
     return lambda x: loaded(fresh(x))
 
 
-def _write_onnx(program, example: Any, temp: str) -> Any:
+def _write_onnx(program, example: Any, temp: str, metadata: dict[str, str] | None = None) -> Any:
     import onnxruntime
 
     single = isinstance(example, torch.Tensor)
@@ -151,6 +151,7 @@ def _write_onnx(program, example: Any, temp: str) -> Any:
             onnx_program = torch.onnx.export(program, (fresh(example),), dynamo=True, verbose=False, **names)
         except Exception as err:
             raise ExportError(f"torch.onnx could not convert the exported program ({describe(err)})") from err
+        onnx_program.model.metadata_props.update(metadata or {})
         try:  # one self-contained file (the weights inside: ONNX's protobuf limit is 2 GB)
             onnx_program.save(temp, external_data=False)
         except (ValueError, RuntimeError) as err:
@@ -174,7 +175,7 @@ class Writer:
     path and returns a runner of the written artifact, and the packages it needs."""
 
     suffix: str
-    write: Callable[[Any, Any, str], Callable[[Any], Any]]  # (program, example, path) -> run(clip)
+    write: Callable[..., Callable[[Any], Any]]  # (program, example, path, metadata) -> run(clip)
     packages: tuple[str, ...] = ()
     install: str = ""
 
@@ -187,12 +188,32 @@ WRITERS: dict[str, Writer] = {
 FORMATS = tuple(WRITERS)
 
 
+def format_for(path: str | os.PathLike, format: str | None = None) -> str:
+    """The export format for ``path``: ``format`` when given (it must agree with a ``.pt2`` or
+    ``.onnx`` suffix), else the one the suffix names, else ``"torch-export"``.
+
+    Example::
+
+        format_for("r3d_8.onnx")                  # "onnx"
+        format_for("r3d_8.pt2", "onnx")           # ValueError: the suffix says torch-export
+    """
+    if format is not None and format not in WRITERS:
+        raise ValueError(f"format {format!r} is not supported: use one of {', '.join(WRITERS)}")
+    suffix = Path(path).suffix.lower()
+    named = next((name for name, writer in WRITERS.items() if writer.suffix == suffix), None)
+    if format is not None and named is not None and named != format:
+        raise ValueError(f"--format {format} (format=) contradicts the output name '{Path(path).name}', which is a {named} file; "
+                         f"name it {Path(path).stem}{WRITERS[format].suffix}, or leave --format out")
+    return format or named or "torch-export"
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """How to export and verify (shared by :func:`export_verified` and :func:`export_specialized`).
 
     Attributes:
-        format: a key of :data:`WRITERS`: ``"torch-export"`` (:func:`torch.export.export`, saved
+        format: a key of :data:`WRITERS` (default: the output's suffix, ``.onnx`` or ``.pt2``;
+            else torch-export): ``"torch-export"`` (:func:`torch.export.export`, saved
             with :func:`torch.export.save`, ``.pt2``) or ``"onnx"`` (the dynamo ONNX exporter, one
             self-contained file; needs ``pip install 'fan-convert[onnx]'``).
         example_input: the clip to export and verify with: a tensor ``(B, 3, T, H, W)``, or a
@@ -205,9 +226,11 @@ class ExportOptions:
         overwrite: replace an existing output file.
         atol: the largest allowed ``max |artifact(x) - fan(x)|``.
         unfoldable: ``"error"`` or ``"keep"`` for kernel > 1 alterations (see :func:`fan_convert.specialize`).
+        metadata: strings stored in the artifact (ONNX ``metadata_props``; ``.pt2`` extra files,
+            read with ``torch.export.load(path, extra_files={name: ""})``).
     """
 
-    format: str = "torch-export"
+    format: str | None = None
     example_input: Any = None
     input_size: int | Sequence[int] = 224
     batch: int = 1
@@ -215,6 +238,7 @@ class ExportOptions:
     overwrite: bool = False
     atol: float = 1e-4
     unfoldable: str = "error"
+    metadata: dict | None = None
 
 
 @contextlib.contextmanager
@@ -249,8 +273,7 @@ def export_verified(fan: nn.Module, frames: int, path: str | os.PathLike, *, opt
     started = time.perf_counter()
     plan = get_plan(fan)
     t = check_frame_count(frames, "frames")
-    if format not in WRITERS:
-        raise ValueError(f"format {format!r} is not supported: use one of {', '.join(WRITERS)}")
+    format = format_for(path, format)
     if not atol >= 0:
         raise ValueError(f"atol must be >= 0, got {atol!r}")
     path = check_output(path, overwrite)
@@ -275,7 +298,7 @@ def export_verified(fan: nn.Module, frames: int, path: str | os.PathLike, *, opt
     report: dict[str, float] = {}
 
     def write(temp: str) -> None:
-        run = WRITERS[format].write(program, trace_example, temp)
+        run = WRITERS[format].write(program, trace_example, temp, o.metadata)
         _readable(temp)
         with torch.no_grad(), full_fp32():
             diff = max(_max_diff(run(x), w) for x, w in zip(checks, want, strict=True))

@@ -175,13 +175,51 @@ def align_keys(tensors: dict[str, torch.Tensor], model_keys: list[str]) -> tuple
     return renamed, [f"renamed prefix '{old or '<none>'}' -> '{new or '<none>'}'"]
 
 
+def _suffixes(key: str) -> list[str]:
+    """``key`` and the names it has without its leading components: ``backbone.fc.weight``,
+    ``fc.weight``, ``weight`` (a video wrapper's checkpoint names its backbone's keys bare)."""
+    parts = key.split(".")
+    return [".".join(parts[i:]) for i in range(len(parts))]
+
+
+def _matches(key: str, pattern: str) -> bool:
+    """A pattern matches a key when it is the key, a prefix of it ending at a ``.``, or a regex
+    that full-matches it; leading components may be left out (``fc``, ``classifier.1``,
+    ``classifier.*`` and ``classifier.1.weight`` all match ``backbone.classifier.1.weight``)."""
+    for name in _suffixes(key):
+        if name == pattern or name.startswith(pattern + "."):
+            return True
+        try:
+            if re.fullmatch(pattern, name):
+                return True
+        except re.error:
+            continue
+    return False
+
+
 def _matches_any(key: str, patterns) -> bool:
-    """A key is matched by its own name, a prefix of it, a regex, or its module's name suffix
-    (``fc`` matches ``backbone.fc.weight`` in a video wrapper)."""
-    module = key.rpartition(".")[0]
-    return any(
-        key == p or key.startswith(p + ".") or module.endswith("." + p) or re.fullmatch(p, key) for p in patterns
-    )
+    return any(_matches(key, p) for p in patterns)
+
+
+def nearest_names(pattern: str, keys, n: int = 3) -> list[str]:
+    """The module names and keys that look most like ``pattern`` (for a pattern that matches nothing)."""
+    import difflib
+
+    names = dict.fromkeys(name for key in keys for full in (key, key.rpartition(".")[0]) if full
+                          for name in _suffixes(full)[:2])
+    return difflib.get_close_matches(pattern, list(names), n=n, cutoff=0.3)
+
+
+def check_patterns(patterns, keys, flag: str, whose: str) -> None:
+    """Every pattern must match at least one of ``keys``; one that matches none is an error
+    naming the nearest module names and keys."""
+    keys = list(keys)
+    for pattern in patterns:
+        if not any(_matches(key, pattern) for key in keys):
+            near = nearest_names(pattern, keys)
+            hint = f"nearest: {', '.join(repr(n) for n in near)}" if near else f"e.g. {keys[0]!r}" if keys else "there are none"
+            raise CheckpointError(f"{flag} pattern {pattern!r} matches no {whose} key ({hint}); a pattern is a key, "
+                                  "a key prefix or a full-match regex, leading components may be left out")
 
 
 def load_into(
@@ -190,12 +228,16 @@ def load_into(
     *,
     allow_missing: tuple[str, ...] = (),
     allow_unexpected: tuple[str, ...] = (),
+    new_head: tuple[str, ...] = (),
 ) -> list[str]:
     """Load ``tensors`` into ``model`` strictly: every model tensor must be present with its
     shape and every checkpoint tensor must be used, except keys matched by ``allow_missing``
     (the model keeps its own value; also covers shape mismatches, e.g. a new head) or
-    ``allow_unexpected`` (ignored). Patterns: a key, a key prefix, or a regex full-match.
-    Returns notes on what the escape hatches let through.
+    ``allow_unexpected`` (ignored). Patterns: a key, a key prefix, or a regex full-match, with
+    leading components optional (``fc`` matches ``backbone.fc.weight``); a pattern that matches
+    no key is an error. ``new_head``: exact model keys (the classifier, see
+    :func:`fan_convert.zoo.find_head`) that keep their fresh values when the checkpoint's
+    shapes differ. Returns notes on what the escape hatches let through.
 
     Example::
 
@@ -207,9 +249,15 @@ def load_into(
     tensors, aligned = align_keys(tensors, list(model.state_dict()))
     notes += aligned
     own = model.state_dict()
+    check_patterns(allow_missing, own, "--allow-missing (allow_missing=)", "model")
+    check_patterns(allow_unexpected, tensors, "--allow-unexpected (allow_unexpected=)", "checkpoint")
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]
     mismatched = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    replaced = [k for k in new_head if k in mismatched or k in missing]
+    if replaced:
+        missing = [k for k in missing if k not in replaced]
+        mismatched = [k for k in mismatched if k not in replaced]
     problems = []
     for label, keys, allowed in (
         ("missing", missing, allow_missing),
@@ -226,7 +274,9 @@ def load_into(
     if problems:
         hatch = "--allow-missing/--allow-unexpected PATTERN (allow_missing=/allow_unexpected=)"
         raise CheckpointError(f"checkpoint does not fit the architecture: {'; '.join(problems)}; check --arch or use {hatch}")
-    usable = {k: v for k, v in tensors.items() if k in own and k not in mismatched}
+    if replaced:
+        notes.append(f"new head: {', '.join(replaced)} keep their fresh initialisation")
+    usable = {k: v for k, v in tensors.items() if k in own and k not in mismatched and k not in replaced}
     model.load_state_dict(usable, strict=False)
     return notes
 

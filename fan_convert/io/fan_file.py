@@ -44,6 +44,17 @@ def _source_of(model: nn.Module) -> dict:
     return {"source": dict(source)} if isinstance(source, dict) else {}
 
 
+_TASK_FIELDS = ("classes", "head", "preprocessing", "training")
+
+
+def _task_of(model: nn.Module) -> dict:
+    """What the model was trained for and on: class names (index order), its classifier (keys
+    and size), clip preprocessing and the training run (``model.fan_classes``, ``.fan_head``,
+    ``.fan_preprocessing``, ``.fan_training``)."""
+    task = {name: getattr(model, f"fan_{name}", None) for name in _TASK_FIELDS}
+    return {name: (list(value) if name == "classes" else dict(value)) for name, value in task.items() if value}
+
+
 def _versions() -> dict[str, str]:
     from .._version import __version__
 
@@ -79,7 +90,7 @@ def save(
         "format": FORMAT, "kind": "fan", "arch": _arch_of(model, arch, arch_kwargs),
         "frames": list(conversion.frames), "trained_at": conversion.trained_at,
         "plan": conversion.to_dict(), "versions": _versions(), **_input_of(model), **_source_of(model),
-        **_user_rules(conversion.select()), **(extra or {}),
+        **_user_rules(conversion.select()), **_task_of(model), **(extra or {}),
     }
     return _write(model, path, manifest, overwrite)
 
@@ -103,7 +114,7 @@ def save_specialized(
         "frames": [frames], "trained_at": conversion.trained_at, "specialized_from": list(conversion.frames),
         "kept_alterations": surgery.kept_alterations(plain, conversion, frames),
         "fixed_t": [asdict(site) for site in fixed_t],
-        "versions": _versions(), **_input_of(model), **_user_rules(fixed_t),
+        "versions": _versions(), **_input_of(model), **_user_rules(fixed_t), **_task_of(model),
     }
     return _write(plain, path, manifest, overwrite)
 
@@ -178,7 +189,7 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, trust_facto
         )
     if manifest.get("arch"):
         model.fan_arch = manifest["arch"]
-    for name in ("input", "source"):
+    for name in ("input", "source", *_TASK_FIELDS):
         if name in manifest:
             setattr(model, f"fan_{name}", manifest[name])
     return model.eval()

@@ -124,6 +124,12 @@ _COMMON = {
     "input": (lambda v: isinstance(v, dict), "an object"),
     "source": (lambda v: isinstance(v, dict), "an object"),
     "user_rules": (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of rule names"),
+    "classes": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(n, str) and n for n in v)
+                and len(set(v)) == len(v), "a list of distinct class names"),
+    "head": (lambda v: isinstance(v, dict) and isinstance(v.get("keys"), list) and (v.get("classes") is None or _count(v["classes"])),
+             "{keys: [str], classes: int}"),
+    "preprocessing": (lambda v: isinstance(v, dict), "an object"),
+    "training": (lambda v: isinstance(v, dict), "an object"),
 }
 _BY_KIND = {
     "fan": {"plan": (_plan_field, "a conversion plan object")},
@@ -133,7 +139,7 @@ _BY_KIND = {
         "kept_alterations": (_kept_field, "{paths: [str], kernel_size: int, key: int}"),
     },
 }
-_OPTIONAL = {"input", "source", "user_rules", "fixed_t", "kept_alterations"}
+_OPTIONAL = {"input", "source", "user_rules", "fixed_t", "kept_alterations", "classes", "head", "preprocessing", "training"}
 
 
 def _manifest_problem(manifest: dict) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -26,12 +26,13 @@ from .frame_counts import bind_frames, model_keys
 @torch.no_grad()
 def evaluate(
     model: nn.Module, dataset, frames: Sequence[int] | None = None, *, batch_size: int = 16,
-    device: str | torch.device = "cpu", num_workers: int = 0,
+    device: str | torch.device = "cpu", num_workers: int = 0, progress: Callable[[int, int], None] | None = None,
 ) -> dict[int, dict[str, float]]:
     """Top-1/top-5 accuracy (%) at each frame count; ``dataset`` yields ``({t: clip}, label)``
     with a view for every ``t`` in ``frames`` (one decode serves them all). ``frames`` defaults
     to the dataset's frame counts, else the model's keys (a dataset built without frame counts
     is given them). The counts stay on the device until the end: one read-back for the whole run.
+    ``progress(done, total)`` is called after each batch.
 
     Example::
 
@@ -53,18 +54,19 @@ def evaluate(
     correct = torch.zeros(2, len(frames), dtype=torch.long, device=device)  # rows: top-1, top-5
     total = skipped = 0
     reasons: list[str] = []
-    for views, labels, lost in loader:
+    for batch, (views, labels, lost) in enumerate(loader, 1):
         skipped += lost
         reasons += lost.reasons
-        if labels.numel() == 0:
-            continue
-        labels = labels.to(device, non_blocking=True)
-        total += labels.numel()
-        for column, t in enumerate(frames):
-            logits = logits_of(model(views[t].to(device, non_blocking=True)))
-            top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-            correct[0, column] += (top[:, 0] == labels).sum()
-            correct[1, column] += (top == labels[:, None]).any(-1).sum()
+        if labels.numel():
+            labels = labels.to(device, non_blocking=True)
+            total += labels.numel()
+            for column, t in enumerate(frames):
+                logits = logits_of(model(views[t].to(device, non_blocking=True)))
+                top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
+                correct[0, column] += (top[:, 0] == labels).sum()
+                correct[1, column] += (top == labels[:, None]).any(-1).sum()
+        if progress is not None:
+            progress(batch, len(loader))
     if total == 0:
         raise ValueError("no sample could be evaluated; check the data")
     top1, top5 = correct.tolist()
@@ -140,11 +142,13 @@ def plot_results(results: dict[str, dict[int, dict[str, float]]], path: str | Pa
 @torch.no_grad()
 def calibrate(
     fan: nn.Module, dataset, *, batches: int = 10, batch_size: int = 16, device: str | torch.device = "cpu", num_workers: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> nn.Module:
     """Recompute every key's batch-norm statistics on that key's views (no training).
 
     Each BatchNorm copy of key ``k`` gets the plain average of the statistics of ``batches``
     batches of ``k``-frame views; everything else stays in eval mode. Modifies ``fan``.
+    ``progress(done, total)`` is called after each batch (total: the batches of every key).
 
     Example::
 
@@ -159,7 +163,8 @@ def calibrate(
     fan = fan.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_views, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
-    for key in keys:
+    per_key = min(batches, len(loader))
+    for number, key in enumerate(keys):
         norms = [b.norms[str(key)] for b in banks if isinstance(b.norms[str(key)], nn.modules.batchnorm._BatchNorm)]
         saved = [n.momentum for n in norms]
         for n in norms:
@@ -172,6 +177,8 @@ def calibrate(
             if labels.numel():
                 with select_frames(key):
                     fan(views[key].to(device, non_blocking=True))
+            if progress is not None:
+                progress(number * per_key + i + 1, per_key * len(keys))
         for n, momentum in zip(norms, saved, strict=True):
             n.momentum = momentum
             n.eval()

@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,7 +25,8 @@ from ..data import Skipped, collate_views
 from .checkpointing import load_training_state, save_training_state
 from .distributed import EpochSampler, MultiView, distributed_context, gather_rows, own_row, resolve_device, uses_every_key
 from .frame_counts import bind_frames, model_keys, resolve_frames
-from .loss import mutual_distillation_loss
+from .key_schedule import KEY_SCHEDULES, KeySchedule, PlannedBatches, SomeViews
+from .loss import mutual_distillation_loss, taught_loss
 from .metrics import RunningMeans
 from .progress import EpochProgress
 from .recipe import lr_factor, param_groups, start_momentum, to_channels_last
@@ -44,6 +46,13 @@ class TrainConfig:
 
     ``frames`` (the frame counts each step trains) defaults to the adapted model's keys (its plan's
     ``frames``); a plain model needs them named, e.g. ``TrainConfig(frames=(16,))``.
+
+    ``key_schedule`` (not ``schedule``, the learning-rate schedule) says which of them a step trains:
+    ``"joint"`` every one, with the mutual distillation loss (the paper); ``"rotate"`` one per step
+    in turn (4, 8, 16, 4, ...); ``"random"`` one per step drawn with ``key_weights`` (default equal).
+    One key per step trains on cross-entropy; ``teacher_every=k`` adds ``distill_weight`` x KL to
+    the highest key's output on the same clips, from a forward without gradients on the steps of
+    every k-th round of ``len(frames)`` steps (the highest key's own steps stay CE only).
     """
 
     frames: tuple[int, ...] = ()  # (): the model's keys
@@ -58,6 +67,9 @@ class TrainConfig:
     clip_grad: float | None = 20.0
     distill_weight: float = 1.0
     loss_mode: str = "distill"  # "distill" or "ce" (the paper's ablation)
+    key_schedule: str = "joint"  # "joint" (every frame count each step), "rotate" or "random" (one per step)
+    key_weights: tuple[float, ...] = ()  # "random": one weight per frame count, in sorted order (): equal
+    teacher_every: int = 0  # one key per step: a no-grad teacher forward every k-th round (0: cross-entropy only)
     detach_teacher: bool = True
     amp: str = "off"  # "off", "bf16" or "fp16" (CUDA)
     channels_last: bool = False  # conv weights in channels-last memory format (faster on GPUs)
@@ -77,13 +89,33 @@ class TrainConfig:
         for name, value, allowed in (
             ("optimizer", self.optimizer, ("sgd", "adamw")), ("schedule", self.schedule, ("cosine", "step")),
             ("amp", self.amp, ("off", "bf16", "fp16")), ("loss_mode", self.loss_mode, ("distill", "ce")),
+            ("key_schedule", self.key_schedule, KEY_SCHEDULES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        self._check_key_schedule()
         if any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in self.frames):
             raise ValueError(f"frames must be positive integers, got {self.frames!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.log_every < 1:
             raise ValueError("epochs, batch_size, lr and log_every must be positive")
+
+    def _check_key_schedule(self) -> None:
+        self.key_weights = tuple(float(w) for w in self.key_weights)
+        if self.key_weights and self.key_schedule != "random":
+            raise ValueError(f"key_weights weigh the draws of key_schedule='random', not {self.key_schedule!r}")
+        if self.key_weights and (min(self.key_weights) < 0 or sum(self.key_weights) <= 0 or not all(map(math.isfinite, self.key_weights))):
+            raise ValueError(f"key_weights must be non-negative, finite and not all zero, got {self.key_weights!r}")
+        if self.key_weights and self.frames and len(self.key_weights) != len(self.frames):
+            raise ValueError(f"key_weights has {len(self.key_weights)} entries for the frame counts {self.frames}: "
+                             "give one per frame count")
+        if isinstance(self.teacher_every, bool) or not isinstance(self.teacher_every, int) or self.teacher_every < 0:
+            raise ValueError(f"teacher_every must be a non-negative integer (0: no teacher), got {self.teacher_every!r}")
+        if self.teacher_every and self.key_schedule == "joint":
+            raise ValueError("teacher_every is for one key per step (key_schedule 'rotate' or 'random'); "
+                             "the joint schedule always distils from the highest key")
+        if self.teacher_every and (self.loss_mode != "distill" or not self.detach_teacher):
+            raise ValueError("teacher_every runs the teacher without gradients and distils from it; it needs loss_mode='distill' "
+                             "and detach_teacher=True")
 
 
 class Trainer:
@@ -91,7 +123,8 @@ class Trainer:
 
     Under torchrun every rank trains on its own GPU (``cuda`` is ``cuda:$LOCAL_RANK``) and runs
     every step, so no rank ever waits for another. ``frame_subsets=True`` declares that steps may
-    train only some keys (``train_step(frames=...)``); DDP then tracks unused parameters.
+    train only some keys (``train_step(frames=...)``); DDP then tracks unused parameters (so it
+    does for ``config.key_schedule`` "rotate" and "random", where every rank trains the same key).
 
     Example::
 
@@ -132,11 +165,16 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch, self.skipped = 0, 0, 0, 0
         self.skipped_videos: list[str] = []  # one reason per skip, for skip_report()
         self.history: list[dict] = []
+        self.epoch_hooks: list = []  # f(trainer) -> dict merged into each epoch's record (e.g. validation accuracy)
         self.keys = model_keys(model)
-        self.track_unused = frame_subsets or not uses_every_key(config.frames, self.keys)
+        self.key_schedule = KeySchedule(config.frames, config.key_schedule, seed=config.seed, weights=config.key_weights,
+                                        teacher_every=config.teacher_every)
+        one_key = config.key_schedule != "joint"
+        self.track_unused = frame_subsets or one_key or not uses_every_key(config.frames, self.keys)
         self._last_batch = None
         views_model = MultiView(compile_per_frame_count(self.model) if config.compile else self.model)
         self.forward_model: nn.Module = views_model
+        self._teacher_model = views_model  # the teacher's forward bypasses DDP: it has no backward
         self.ddp = dist.is_initialized()  # torchrun with 2+ processes, or a group the caller formed
         if self.ddp:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -219,14 +257,19 @@ class Trainer:
             self.dataset.set_epoch(self.epoch)
         # its own generator: creating the loader mid-epoch after a resume must not draw from the global RNG
         seeds = torch.Generator().manual_seed((self.config.seed * 1000 + self.epoch) * 1000 + self.rank)
+        if self.config.key_schedule != "joint":  # each batch reads only its step's views
+            batches = PlannedBatches(self.sampler, self.config.batch_size, lambda batch: self.key_schedule(batch).views,
+                                     first=self.batches_done)
+            return DataLoader(SomeViews(self.dataset), batch_sampler=batches, num_workers=self.config.num_workers,
+                              collate_fn=collate_views, pin_memory=self.device.type == "cuda", generator=seeds)
         return DataLoader(self.dataset, batch_size=self.config.batch_size, sampler=self.sampler,
                           num_workers=self.config.num_workers, collate_fn=collate_views,
                           pin_memory=self.device.type == "cuda", generator=seeds)
 
-    def _stand_in(self) -> tuple[dict, torch.Tensor]:
-        """A decodable batch for a rank whose own batch came out empty: the last one it trained on,
-        else the first sample of the dataset that decodes."""
-        if self._last_batch is None:
+    def _stand_in(self, frames: tuple[int, ...]) -> tuple[dict, torch.Tensor]:
+        """A decodable batch for a rank whose own batch came out empty: the last one it trained on
+        if it has the views of ``frames``, else the first sample of the dataset that decodes."""
+        if self._last_batch is None or not set(frames) <= set(self._last_batch[0]):
             for index in range(len(self.dataset)):
                 sample = self.dataset[index]
                 if sample is not None and not isinstance(sample, Skipped):
@@ -247,8 +290,10 @@ class Trainer:
         return local * self.world / total.clamp_min(1.0)
 
     def train_step(self, views: dict[int, torch.Tensor], labels: torch.Tensor,
-                   frames: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
+                   frames: tuple[int, ...] | None = None, teacher: int | None = None) -> dict[str, torch.Tensor]:
         """One optimisation step on the views of ``frames`` (default: every configured frame count).
+        ``teacher``: with one frame count, the frame count whose view, run without gradients,
+        teaches it (``views`` then holds that view too): cross-entropy + λ·KL instead of cross-entropy.
 
         Returns the loss parts and accuracies as tensors on the device (empty for an empty batch);
         nothing in here waits for the GPU. Under DDP every rank must call it for every batch,
@@ -256,28 +301,36 @@ class Trainer:
         """
         config = self.config
         frames = tuple(sorted(config.frames if frames is None else frames))
+        if teacher is not None and (len(frames) != 1 or teacher in frames):
+            raise ValueError(f"a teacher ({teacher} frames) teaches a step that trains one other frame count, not {frames}")
         if self.ddp and not self.track_unused and not uses_every_key(frames, self.keys):
             raise ValueError(f"frames {frames} leave some of the model's keys {self.keys} without a gradient; "
                              "create the Trainer with frame_subsets=True so that DDP expects that")
         empty = labels.numel() == 0
         if empty and self.world == 1:
             return {}
+        read = frames if teacher is None else (*frames, teacher)
         if empty:
-            views, labels = self._stand_in()
+            views, labels = self._stand_in(read)
         else:
             self._last_batch = (views, labels)
         weight = self._sample_weight(0 if empty else labels.shape[0])
         self.model.train()
-        views = {t: views[t].to(self.device, non_blocking=True) for t in frames}
+        views = {t: views[t].to(self.device, non_blocking=True) for t in read}
         labels = labels.to(self.device, non_blocking=True)
         saved_buffers = [b.detach().clone() for b in self.model.buffers()] if empty else None
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            taught = None if teacher is None else self._teacher_logits(teacher, views.pop(teacher))
             logits = self.forward_model(views)
-            loss, parts = mutual_distillation_loss(
-                {t: v.float() for t, v in logits.items()}, labels, weight=config.distill_weight,
-                detach_teacher=config.detach_teacher, mode=config.loss_mode,
-            )
+            if taught is None:
+                loss, parts = mutual_distillation_loss(
+                    {t: v.float() for t, v in logits.items()}, labels, weight=config.distill_weight,
+                    detach_teacher=config.detach_teacher, mode=config.loss_mode,
+                )
+            else:
+                (t,) = frames
+                loss, parts = taught_loss(logits[t].float(), t, labels, taught.float(), teacher, weight=config.distill_weight)
         if saved_buffers is not None:  # the stand-in batch must not move the norm statistics
             with torch.no_grad():
                 for buffer, saved in zip(self.model.buffers(), saved_buffers, strict=True):
@@ -298,6 +351,16 @@ class Trainer:
             parts[f"acc@{t}"] = (out.detach().argmax(-1) == labels).float().mean()
         return parts
 
+    def _teacher_logits(self, t: int, clips: torch.Tensor) -> torch.Tensor:
+        """The model's output at ``t`` frames without gradients, in training mode (batch
+        statistics, as the joint schedule's teacher) and leaving every buffer as it was."""
+        saved = [b.detach().clone() for b in self.model.buffers()]
+        with torch.no_grad():
+            logits = self._teacher_model({t: clips})[t]
+            for buffer, value in zip(self.model.buffers(), saved, strict=True):
+                buffer.copy_(value)
+        return logits
+
     def fit(self) -> list[dict]:
         """Train to ``config.epochs``; returns one record per epoch (also in ``out_dir/log.jsonl``)."""
         config = self.config
@@ -310,13 +373,13 @@ class Trainer:
                 for views, labels, skipped in loader:
                     self.skipped += skipped
                     self.skipped_videos += skipped.reasons
-                    means.add(self.train_step(views, labels))
+                    plan = self.key_schedule(self.batches_done)  # the views the loader read for this batch
+                    means.add(self.train_step(views, labels) if config.key_schedule == "joint"
+                              else self.train_step(views, labels, frames=plan.frames, teacher=plan.teacher))
                     self.batch_in_epoch += 1
                     clips += labels.numel()
-                    stats = None  # read back from the device only every log_every steps
-                    if means.unread >= config.log_every:
-                        stats = f"{means.summary()}, {clips / (time.perf_counter() - started):.1f} clips/s"
-                    progress.advance(stats)
+                    stats = partial(_stats, means, clips, started)  # a read-back: every log_every steps, or when a line is due
+                    progress.advance(stats() if means.unread >= config.log_every else None, fresh=stats)
                     if config.checkpoint_every and self.batches_done % config.checkpoint_every == 0:
                         self.save_checkpoint()
                 progress.finish(f"{means.summary()}, {clips / (time.perf_counter() - started):.1f} clips/s")
@@ -324,6 +387,8 @@ class Trainer:
                 self.batch_in_epoch = 0
                 record = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
                           "seconds": round(time.perf_counter() - started, 2), "skipped": self.skipped, **means.read()}
+                for hook in self.epoch_hooks:
+                    record.update(hook(self))
                 self._log(record)
                 self.save_checkpoint()
         return self.history
@@ -331,6 +396,10 @@ class Trainer:
     @property
     def batches_done(self) -> int:
         return self.epoch * self.steps_per_epoch + self.batch_in_epoch
+
+
+def _stats(means: RunningMeans, clips: int, started: float) -> str:
+    return f"{means.summary()}, {clips / (time.perf_counter() - started):.1f} clips/s"
 
 
 def compile_per_frame_count(model: nn.Module, backend: str = "inductor") -> nn.Module:

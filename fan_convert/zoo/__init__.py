@@ -1,5 +1,6 @@
 """Building architectures by name."""
 
+from .head import Head, find_head
 from .specs import build
 
-__all__ = ["build"]
+__all__ = ["build", "find_head", "Head"]
