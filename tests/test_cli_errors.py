@@ -108,7 +108,7 @@ def test_a_pickle_that_is_not_a_state_dict_names_trust_pickle(checkpoints, tmp_p
     result = run(path, "--frames", 4, 8, *ARCH, "-o", out)
     line = error_line(result)  # one line: no torch UserWarnings before it
     assert line == (f"error: '{path}' {reason}; loading it runs code from the file — "
-                    "pass --trust-pickle (trust_pickle=True) only if you trust its source")
+                    "pass --trust-pickle only if you trust its source")  # CLI flags, not Python arguments
     assert "weights_only" not in result.output and not out.exists() and not (checkpoints / "PWNED").exists()
 
 

@@ -39,7 +39,7 @@ def test_train_resume_eval_calibrate(workspace):
     common = ["--data", workspace / "videos", *SIZE, "--batch-size", 2, "--out-dir", run_dir]
     result = run("train", workspace / "fan.safetensors", *common, "--epochs", 1)
     assert result.exit_code == 0, result.output
-    assert "trained 1 epochs" in result.output and (run_dir / "fan.safetensors").exists()
+    assert "trained 1 epoch (" in result.output and (run_dir / "fan.safetensors").exists()
     result = run("train", workspace / "fan.safetensors", *common, "--epochs", 2, "--resume")
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()] == [1, 2]

@@ -67,9 +67,19 @@ app = _App(cls=_Group, add_completion=False, no_args_is_help=True, help="Turn pr
 errors = Console(stderr=True, soft_wrap=True)
 
 
+_PYTHON_HINT = re.compile(r" \((?:[a-z_]+=[^()]*)\)")  # " (overwrite=True)", " (allow_missing=/allow_unexpected=)"
+_PYTHON_FIRST = re.compile(r"\b[a-z_]+=True \((--[a-z-]+)\)")  # "trust_factory=True (--trust-factory)"
+
+
+def cli_words(message: str) -> str:
+    """A library message as the command line says it: CLI flags, not Python arguments."""
+    return _PYTHON_HINT.sub("", _PYTHON_FIRST.sub(r"\1", message))
+
+
 def _fail(message: str) -> None:
     from rich.markup import escape
 
+    message = cli_words(message)
     errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code=2)
 
@@ -83,20 +93,68 @@ def step(message: str | None, *extra: type[BaseException], after: Callable[[], s
     spinner = errors.status(message) if message is not None and errors.is_terminal else None
     if spinner is not None:
         spinner.start()
+    plain = _Announcer(message) if message is not None and spinner is None else None  # piped: a line after 1 s
     try:
-        yield (spinner.update if spinner is not None else lambda text: None)
+        yield (spinner.update if spinner is not None else plain.update if plain is not None else lambda text: None)
     except _ERRORS + extra as err:
         if spinner is not None:
             spinner.stop()
+        if plain is not None:
+            plain.stop()
         _fail(first_line(err, limit=None) + after())
     finally:
         if spinner is not None:
             spinner.stop()
+        if plain is not None:
+            plain.stop()
+
+
+class _Announcer:
+    """Where no spinner can be drawn (a pipe, a log file): the step's message as a plain line on
+    stderr once it has run for ``delay`` seconds, then the current message again every 2 s
+    while it runs, with the elapsed time. A step that fails or ends sooner prints nothing, so a
+    bad input stays one line."""
+
+    def __init__(self, message: str, delay: float = 1.0, every: float = 2.0):
+        import threading
+        import time
+
+        self.message, self.started, self.stopped = message, time.monotonic(), threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(delay, every), daemon=True)
+        self.thread.start()
+
+    def _run(self, delay: float, every: float) -> None:
+        import time
+
+        wait, first = delay, True
+        while not self.stopped.wait(wait):
+            message = self.message
+            if message is None:
+                return
+            progress(message if first else f"{message} ({time.monotonic() - self.started:.0f} s)")
+            wait, first = every, False
+
+    def update(self, message: str) -> None:
+        self.message = message
+
+    def stop(self) -> None:
+        self.message = None
+        self.stopped.set()
 
 
 def progress(message: str) -> None:
     """One line of progress on stderr (stdout stays clean for --json)."""
     errors.print(message, style="dim", highlight=False)
+
+
+def served_by(frames, keys) -> str:
+    """One line for the frame counts that are not trained keys: which key serves each."""
+    others = [t for t in frames if keys and t not in keys]
+    if not others:
+        return ""
+    nearest = [min(keys, key=lambda k: (abs(k - t), -k)) for t in others]  # the nearest key, the higher on a tie
+    pairs = ", ".join(f"{t} frames by key {k}" for t, k in zip(others, nearest, strict=True))
+    return f"not a trained key (keys: {', '.join(map(str, keys))}); served by the nearest: {pairs}"
 
 
 def _targets(values: List[str]):

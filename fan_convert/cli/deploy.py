@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from . import options as opt
-from ._app import _fail, app, console, progress, step
+from ._app import _fail, app, console, progress, served_by, step
 
 
 def _load_fan(path: Path, trust_factory: bool, command: str):
@@ -22,6 +22,36 @@ def _load_fan(path: Path, trust_factory: bool, command: str):
         raise ValueError(f"{path} is a specialized file (frames {manifest.get('frames')}); `fan-convert {command}` "
                          f"needs the FAN file it was specialized from (frames {manifest.get('specialized_from')})")
     return load(path, trust_factory=trust_factory)
+
+
+def stored_input_size(given: Optional[int], fan, fallback: int) -> int:
+    """--input-size as given, else the crop the FAN file records, else the model's own, else ``fallback``."""
+    crop = (getattr(fan, "fan_preprocessing", None) or {}).get("crop")
+    return given if given is not None else crop or opt.input_size(None, fan, fallback)
+
+
+def artifact_metadata(fan, t: int, size: int, batch: int, dynamic_batch: bool, source: str) -> dict:
+    """What an exported artifact carries: its frame count and key, classes, preprocessing, input."""
+    from ..context import nearest_key
+
+    pre = getattr(fan, "fan_preprocessing", None)
+    layout = (pre or {}).get("layout", "BCTHW")
+    shape = [batch, t, 3, size, size] if layout == "BTCHW" else [batch, 3, t, size, size]
+    return {"frames": t, "key": nearest_key(t, fan.fan_plan.frames), "exported_from": source,
+            "classes": getattr(fan, "fan_classes", None), "preprocessing": pre,
+            "input": {"shape": shape, "layout": layout, "dtype": "float32", "batch": "dynamic" if dynamic_batch else batch}}
+
+
+def input_line(fan, size: int) -> str:
+    """What the exported model expects, in one line."""
+    pre = getattr(fan, "fan_preprocessing", None)
+    if not pre:
+        return (f"input: float32 clips of {size}x{size} frames; the FAN file records no preprocessing "
+                "(train or calibrate record it), so normalise as the model was trained")
+    layout = "(B, T, 3, H, W)" if pre.get("layout") == "BTCHW" else "(B, 3, T, H, W)"
+    return (f"input: float32 {layout} clips, RGB frames resized to short side {pre['resize']} and centre-cropped to "
+            f"{pre['crop']}x{pre['crop']}, scaled to [0, 1], normalised with mean {pre['mean']} std {pre['std']}; "
+            "T frames one per equal segment of the video; output: logits over the classes in the artifact's metadata")
 
 
 def _file_size(n: int) -> str:
@@ -36,7 +66,8 @@ def _file_size(n: int) -> str:
 def export_command(
     model_file: Path = typer.Argument(..., metavar="MODEL_FILE", help="A FAN .safetensors written by `fan-convert convert` (or train)."),
     frames: List[str] = typer.Option(..., "--frames", "-f", help="Frame count(s) to export (--frames 8), or --frames all."),
-    fmt: str = typer.Option("torch-export", "--format", help="torch-export (.pt2) or onnx (needs the onnx extra)."),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", help="torch-export (.pt2) or onnx (needs the onnx extra); default: from the -o suffix, else torch-export."),
     output: opt.Output("MODEL_T.pt2; OUT_T.ext each for several T") = None,
     input_size: opt.InputSize(224) = None,
     batch: opt.Batch = 1,
@@ -50,12 +81,15 @@ def export_command(
     results = []
     done = lambda: f" (already written: {', '.join(str(r.path) for r in results)})" if results else ""  # noqa: E731
     with step(f"loading {model_file} ...", ImportError, after=done) as say:
+        from dataclasses import replace
+
         from ..context import check_frames
-        from ..deploy.export import WRITERS, ExportOptions, export_verified
+        from ..deploy.export import WRITERS, ExportOptions, export_verified, format_for
         from ..io import check_output
 
-        if fmt not in WRITERS:
+        if fmt is not None and fmt not in WRITERS:
             raise ValueError(f"--format {fmt!r} is not supported: use one of {', '.join(WRITERS)}")
+        fmt = format_for(output, fmt) if output is not None else fmt or "torch-export"
         fan = _load_fan(model_file, trust_factory, "export")
         if [f.lower() for f in frames] == ["all"]:
             counts = tuple(fan.fan_plan.frames)
@@ -73,12 +107,16 @@ def export_command(
             outputs = {t: output.with_name(f"{output.stem}_{t}{output.suffix or suffix}") for t in counts}
         for path in outputs.values():
             check_output(path, overwrite=force)
-        size = opt.input_size(input_size, fan, 224)
+        size = stored_input_size(input_size, fan, 224)
         options = ExportOptions(format=fmt, input_size=size, batch=batch, dynamic_batch=dynamic_batch, overwrite=force,
                                 atol=atol, unfoldable="keep" if keep_unfoldable else "error")
+        served = served_by(counts, fan.fan_plan.frames)
+        if served:
+            console.print(served, highlight=False)
         for t, path in outputs.items():
             say(f"exporting {t} frames to {path} and checking it against the FAN ...")
-            results.append(export_verified(fan, t, path, options=options))
+            metadata = {"fan_convert": json.dumps(artifact_metadata(fan, t, size, batch, dynamic_batch, model_file.name))}
+            results.append(export_verified(fan, t, path, options=replace(options, metadata=metadata)))
     from rich.table import Table
 
     table = Table(title=f"{model_file.name} exported ({fmt}), each artifact reloaded and checked against the FAN")
@@ -89,7 +127,11 @@ def export_command(
                       "x".join(str(d) for d in r.input_shape) if isinstance(r.input_shape[0], int) else str(r.input_shape),
                       f"{r.seconds:.1f} s")
     console.print(table)
-    console.print(f"all within --atol {atol:g}{'; dynamic batch' if dynamic_batch else ''}", highlight=False)
+    batches = "any batch size (--dynamic-batch)" if dynamic_batch else (
+        f"batch fixed at {batch}: a batch of another size fails (torch.export: 'Guard failed: x.size()[0] == {batch}'); "
+        "export with --dynamic-batch for any batch size")
+    console.print(f"all within --atol {atol:g}; {batches}", highlight=False)
+    console.print(input_line(fan, size), highlight=False)
 
 
 @app.command()
@@ -118,7 +160,7 @@ def budget(
         table = read_accuracy(accuracy) if accuracy is not None else None
         fan = _load_fan(model_file, trust_factory, "budget")
     with step("measuring ..."):
-        size = opt.input_size(input_size, fan, 112)
+        size = stored_input_size(input_size, fan, 112)
         result = choose_frames(fan, latency_ms, candidates=frames or None, batch=batch, size=size, device=device,
                                threads=threads, accuracy=table, warmup=warmup, repeats=repeats, progress=progress)
     if result.chosen is None:

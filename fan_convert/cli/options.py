@@ -13,7 +13,8 @@ import typer
 # what to read
 Arch = Annotated[Optional[str], typer.Option("--arch", "-a", help="Architecture spec, e.g. timm:resnet50, torchvision:r3d_18.")]
 Temporal = Annotated[Optional[str], typer.Option("--temporal", help="For timm: backbones: tsn (default) or tsm.")]
-NumClasses = Annotated[Optional[int], typer.Option("--num-classes", help="Classifier size of the checkpoint.")]
+NumClasses = Annotated[Optional[int], typer.Option(
+    "--num-classes", help="Number of classes of the model's classifier (convert: a new head of this size, when the checkpoint's differs).")]
 TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="Read a pickled whole nn.Module (runs code from the file).")]
 TrustFactory = Annotated[bool, typer.Option("--trust-factory", help="Allow a module.path:factory architecture recorded in the file.")]
 
