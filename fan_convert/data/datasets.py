@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from .decoding import DecodeError, decode, read_sampled
 from .readers import Item
-from .sampling import check_views, multi_view_indices, require_frames
+from .sampling import check_views, multi_view_indices, require_frames, subset_of_views
 
 __all__ = ["KINETICS_MEAN", "KINETICS_STD", "MultiViewClips", "SkipCount", "Skipped", "collate_views", "skip_report"]
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
@@ -128,7 +128,13 @@ class MultiViewClips(Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int):
+        return self.views_for(index, self.frames)
+
+    def views_for(self, index: int, frames: Sequence[int]):
+        """Sample ``index`` with only the views of ``frames`` (a subset of the dataset's), decoding
+        only their frames; each view equals the one ``self[index]`` gives."""
         require_frames(self)
+        frames = subset_of_views(frames, self.frames)
         item = self.items[index]
         seed = hash((self.seed, self.epoch, index)) % (2**63) if self.train else self.seed
         g = torch.Generator()
@@ -136,7 +142,8 @@ class MultiViewClips(Dataset):
 
         def choose(num_frames: int) -> list[int]:  # may run twice: same count, same draw
             g.manual_seed(seed)
-            views.update(multi_view_indices(num_frames, self.frames, train=self.train, generator=g))
+            drawn = multi_view_indices(num_frames, self.frames, train=self.train, generator=g)  # every view's draw, as in self[index]
+            views.update({t: drawn[t] for t in frames})
             return [i for idx in views.values() for i in idx]
 
         try:

@@ -53,6 +53,15 @@ def check_views(frames: Sequence[int] | None) -> tuple[int, ...] | None:
     return frames
 
 
+def subset_of_views(frames: Sequence[int], views: Sequence[int]) -> tuple[int, ...]:
+    """``frames`` sorted, checked to be among a dataset's ``views``."""
+    frames = tuple(sorted(frames))
+    missing = sorted(set(frames) - set(views))
+    if missing:
+        raise ValueError(f"frames {missing} are not among the dataset's views {tuple(views)}")
+    return frames
+
+
 def require_frames(dataset) -> None:
     """Stop with a clear error when a dataset built without frame counts is read on its own."""
     if dataset.frames is None:

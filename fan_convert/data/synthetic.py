@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .sampling import check_views, multi_view_indices, require_frames
+from .sampling import check_views, multi_view_indices, require_frames, subset_of_views
 
 __all__ = ["CLASSES", "DESCRIPTIONS", "REVERSE_OF", "TemporalBenchmark", "render_clip", "NUM_FRAMES", "FRAME_SIZE"]
 
@@ -389,15 +389,23 @@ class TemporalBenchmark(Dataset):
         return self
 
     def __getitem__(self, index: int):
+        return self.views_for(index, self.frames)
+
+    def views_for(self, index: int, frames: Sequence[int]):
+        """Sample ``index`` with only the views of ``frames`` (a subset of the dataset's); each
+        view equals the one ``self[index]`` gives."""
         require_frames(self)
+        frames = subset_of_views(frames, self.frames)
         clip = self.clip(index)
         key = (self.seed, _SPLITS[self.split], index, self.epoch if self.train else -1)
         g = torch.Generator().manual_seed(int(_rng(*key).integers(2**62)))
         views = multi_view_indices(self.num_frames, self.frames, train=self.train, generator=g)
         used = sorted({i for idx in views.values() for i in idx})
-        where = {frame: n for n, frame in enumerate(used)}
-        x = clip[:, used].float()
-        if self.noise > 0:
-            x += self.noise * torch.randn(x.shape, generator=g)
+        kept = sorted({i for t in frames for i in views[t]})
+        where = {frame: n for n, frame in enumerate(kept)}
+        x = clip[:, kept].float()
+        if self.noise > 0:  # drawn for every view's frames, as in self[index], then cut to the kept ones
+            noise = torch.randn((3, len(used), *clip.shape[2:]), generator=g)
+            x += self.noise * (noise if kept == used else noise[:, [used.index(i) for i in kept]])
         x = (x.clamp_(0, 255) / 255 - MEAN) / STD
-        return {t: x[:, [where[i] for i in idx]].contiguous() for t, idx in views.items()}, self.label(index)
+        return {t: x[:, [where[i] for i in views[t]]].contiguous() for t in frames}, self.label(index)

@@ -59,3 +59,23 @@ def mutual_distillation_loss(
             parts[f"kl@{t}"] = term.detach()
         loss = loss + weight * term
     return loss, parts
+
+
+def taught_loss(
+    logits: torch.Tensor, t: int, target: torch.Tensor, teacher: torch.Tensor, high: int, *, weight: float = 1.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of a step that trains one frame count ``t`` with a teacher: ``CE(p^t, y) +
+    weight · KL(p^high ‖ p^t)``, the teacher's logits (from ``high`` frames) taken as constants.
+    Returns the loss and its parts (``ce@4``, ``kl@4``) as detached tensors.
+
+    Example::
+
+        with torch.no_grad():
+            teacher = model(views[16])
+        loss, parts = taught_loss(model(views[4]), 4, labels, teacher, 16)
+    """
+    if t >= high:
+        raise ValueError(f"the teacher ({high} frames) must see more frames than the student ({t})")
+    ce = _cross_entropy(logits, target)
+    kl = F.kl_div(F.log_softmax(logits, dim=-1), F.softmax(teacher.detach(), dim=-1), reduction="batchmean")
+    return ce + weight * kl, {f"ce@{t}": ce.detach(), f"kl@{t}": kl.detach()}
