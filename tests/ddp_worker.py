@@ -7,6 +7,7 @@ the two ranks' batches together (:func:`single_process`).
 """
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -67,14 +68,48 @@ class OneKeyPerStep(Trainer):
         return super().train_step(views, labels, frames=(low,) if torch.rand((), generator=self.coin) < 0.5 else (high,))
 
 
+class TwoTOneKey(Trainer):
+    """Steps at 2, 3 and 4 frames on keys 2 and 4 (3 is served by key 4). A run's frame counts
+    must be keys, so the config names the keys and each step names the three frame counts."""
+
+    def __init__(self, model, data, config):
+        super().__init__(model, data, replace(config, frames=(2, 4)))
+
+    def train_step(self, views, labels, frames=None):
+        return super().train_step(views, labels, frames=(2, 3, 4))
+
+
+class KeyScheduleTrainer(Trainer):
+    """A Trainer on a one-key-per-step schedule (``TrainConfig.key_schedule``) that records the
+    frame counts each step trained, for the check that every rank trained the same ones."""
+
+    def __init__(self, model, data, config, **schedule):
+        super().__init__(model, data, replace(config, **schedule))
+        self.trained = []
+
+    def train_step(self, views, labels, frames=None, teacher=None):
+        self.trained.append(frames)
+        return super().train_step(views, labels, frames=frames, teacher=teacher)
+
+
+def rotate_with_teacher(model, data, config):
+    return KeyScheduleTrainer(model, data, config, key_schedule="rotate", teacher_every=1)
+
+
+def random_weighted(model, data, config):
+    return KeyScheduleTrainer(model, data, config, key_schedule="random", key_weights=(1, 2, 1))
+
+
 # case: (model keys, trained frame counts, trainer class, indices that fail to decode)
 BROKEN = tuple(EpochSampler(SIZE, shuffle=True, seed=0, rank=1, world=2).order()[BATCH : 2 * BATCH])  # rank 1's 2nd batch
 CASES = {
     "all_keys": ((2, 4), (2, 4), Trainer, ()),
     "one_key_per_step": ((2, 4), (2, 4), OneKeyPerStep, ()),
     "subset_of_keys": ((2, 4, 8), (2, 4), Trainer, ()),
-    "two_t_one_key": ((2, 4), (2, 3, 4), Trainer, ()),
+    "two_t_one_key": ((2, 4), (2, 3, 4), TwoTOneKey, ()),
     "empty_batch_on_rank_1": ((2, 4), (2, 4), Trainer, BROKEN),
+    "rotate_with_teacher": ((2, 4, 8), (2, 4, 8), rotate_with_teacher, ()),
+    "random_empty_batch_on_rank_1": ((2, 4, 8), (2, 4, 8), random_weighted, BROKEN),
 }
 
 
@@ -139,6 +174,10 @@ def main(out):
         assert trainer.world == 2
         trainer.fit()
         assert identical_across_ranks(trainer.model), f"{case}: ranks diverged"
+        if hasattr(trainer, "trained"):
+            every = [None] * dist.get_world_size()
+            dist.all_gather_object(every, trainer.trained)
+            print(f"rank {trainer.rank}: {case} keys {trainer.trained} same on every rank {all(k == every[0] for k in every)}", flush=True)
         save_parameters(trainer, out / f"{case}.safetensors")
         print(f"rank {trainer.rank}: {case} steps {trainer.step} loss {trainer.history[-1]['loss']:.4f}", flush=True)
     resume_case(out)

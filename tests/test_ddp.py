@@ -40,6 +40,16 @@ def test_ddp_equals_one_process_on_both_batches(two_ranks, case):
         assert all(torch.count_nonzero(v) == 0 for n, v in got.items() if n.endswith("scales.8"))
 
 
+def test_every_rank_trains_the_same_key_in_each_step(two_ranks):
+    _, stdout = two_ranks
+    for case in ("rotate_with_teacher", "random_empty_batch_on_rank_1"):
+        keys = ddp_worker.single_process(case).trained
+        assert len(keys) == 6 and all(len(k) == 1 for k in keys)
+        for rank in (0, 1):
+            assert f"rank {rank}: {case} keys {keys} same on every rank True" in stdout
+    assert ddp_worker.single_process("rotate_with_teacher").trained == [(2,), (4,), (8,)] * 2
+
+
 def test_resume_restores_every_ranks_random_state(two_ranks):
     out, stdout = two_ranks
     assert "rank 0: resume exact True" in stdout and "rank 1: resume exact True" in stdout
