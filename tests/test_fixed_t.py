@@ -109,7 +109,7 @@ def _randomized(module):
 def test_torchvision_mvit_encoding_adapter(rel_pos):
     torch.manual_seed(0)
     original = _randomized(TVPositionalEncoding(embed_size=6, spatial_size=(2, 3), temporal_size=4, rel_pos_embed=rel_pos))
-    adapter = InterpolatedMViTPositionalEncoding(original, trained_frames=8)
+    adapter = InterpolatedMViTPositionalEncoding.for_module(original, trained_frames=8)
     assert adapter.state_dict().keys() == original.state_dict().keys()
     x = torch.randn(2, 4 * 6, 6)
     assert torch.equal(adapter(x.clone()), original(x.clone()))  # bit-exact at the trained length
@@ -131,7 +131,7 @@ def test_torchvision_mvit_encoding_adapter(rel_pos):
 def test_pytorchvideo_encoding_adapter(sep, cls):
     torch.manual_seed(0)
     original = _randomized(SpatioTemporalClsPositionalEncoding(6, patch_embed_shape=(4, 2, 3), sep_pos_embed=sep, has_cls=cls))
-    adapter = InterpolatedSpatioTemporalClsPositionalEncoding(original, trained_frames=8)
+    adapter = InterpolatedSpatioTemporalClsPositionalEncoding.for_module(original, trained_frames=8)
     assert adapter.state_dict().keys() == original.state_dict().keys()
     x = torch.randn(2, 24, 6)
     assert torch.equal(adapter(x), original(x))
@@ -392,10 +392,27 @@ def test_rewritten_models_copy_and_save():
 
 def test_adapters_trace_with_torch_fx_and_keep_reading_t_from_the_input():
     pool = AdaptiveTimePool3d(nn.AvgPool3d((4, 3, 3), stride=1))
-    encoding = InterpolatedMViTPositionalEncoding(
+    encoding = InterpolatedMViTPositionalEncoding.for_module(
         _randomized(TVPositionalEncoding(embed_size=6, spatial_size=(2, 2), temporal_size=4, rel_pos_embed=False)))
     for adapter, make in ((pool, lambda t: torch.randn(1, 2, t, 3, 3)), (encoding, lambda t: torch.randn(1, 4 * t, 6))):
         traced = torch.fx.symbolic_trace(adapter)
         for t in (2, 4, 8):
             x = make(t)
             assert torch.equal(traced(x.clone()), adapter(x.clone()))
+
+
+def test_one_family_of_fixed_t_layers_stands_in_for_library_modules():
+    """Every fixed-T layer that replaces a library's module is a frame-following adapter: an
+    instance of the class it replaces, with the same parameters; the head pool (rebuilt from its
+    settings) is the one other kind."""
+    from fan_convert.nn.frame_following import FrameFollowing
+    from fan_convert.surgery import rules
+
+    layers = set(rules.fan_layer_types(FIXED_T))
+    assert layers - {AdaptiveTimePool3d} and all(issubclass(layer, FrameFollowing) for layer in layers - {AdaptiveTimePool3d})
+    original = _randomized(TVPositionalEncoding(embed_size=6, spatial_size=(2, 3), temporal_size=4, rel_pos_embed=False))
+    adapter = InterpolatedMViTPositionalEncoding.for_module(original, trained_frames=8)
+    assert isinstance(adapter, TVPositionalEncoding) and adapter.temporal_pos is original.temporal_pos
+    twin = copy.deepcopy(adapter)  # remade through the frame-following pickling path
+    x = torch.randn(1, 2 * 6, 6)
+    assert type(twin) is type(adapter) and torch.equal(twin(x.clone()), adapter(x.clone()))

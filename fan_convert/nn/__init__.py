@@ -10,13 +10,12 @@ from .norm_bank import NormBank
 from .position_encodings import (
     InterpolatedMViTPositionalEncoding,
     InterpolatedSpatioTemporalClsPositionalEncoding,
-    TemporalPositionAdapter,
     interpolate_time,
 )
 from .time_pool import AdaptiveTimePool3d
 
 __all__ = [
     "NormBank", "WeightAlteration", "ResidualAlteration", "alter_weight", "fold_alteration", "NotFoldableError",
-    "AdaptiveTimePool3d", "TemporalPositionAdapter", "InterpolatedMViTPositionalEncoding",
+    "AdaptiveTimePool3d", "InterpolatedMViTPositionalEncoding",
     "InterpolatedSpatioTemporalClsPositionalEncoding", "FrameUnits", "interpolate_time",
 ]

@@ -1,4 +1,6 @@
-"""Frame-following stand-ins for library modules that read a frame count fixed at construction.
+"""Frame-following stand-ins for library modules that read a frame count fixed at construction:
+the one family of fixed-T layers that replace a library's module (the head pool,
+:mod:`.time_pool`, is rebuilt from its settings instead).
 
 Some library modules (``transformers`` video models) keep the training clip length in a
 table, a parameter or their config and read it in a ``forward`` we do not own. The adapters
@@ -80,20 +82,28 @@ class FrameFollowing(FrameUnits, nn.Module):
     _ADAPTER_KEYS = ("original_class", "trained_len", "trained_frames", "frame_unit", "_fan_config", "_fan_field")
 
     @classmethod
-    def adopt(cls, module: nn.Module, trained_frames: int, *, frame_unit: int = 1, config: Any = None,
-              follow: tuple[str, ...] = (), **settings):
+    def adopt(cls, module: nn.Module, trained_frames: int | None, *, frame_unit: int = 1, trained_len: int | None = None,
+              config: Any = None, follow: tuple[str, ...] = (), **settings):
         """The adapter standing in for ``module``: an instance of ``module``'s class (made into a
         subclass of ``cls``) sharing its parameters, buffers and children. ``module`` itself is
         left unchanged. Reads of each attribute named in ``follow`` return
-        ``self.following(name)`` (the value for the running clip)."""
+        ``self.following(name)`` (the value for the running clip).
+
+        ``trained_len``: the module's own time steps at training, when they are not
+        ``trained_frames / frame_unit`` (a positional embedding behind a temporal patch stride);
+        ``trained_frames`` may then be None (unknown: ``specialize`` needs ``length=``)."""
         base = type(module)
         if isinstance(module, FrameFollowing):
             raise TypeError(f"{base.__name__} is already a frame-following adapter")
+        if trained_len is None:
+            trained_len = int(trained_frames) // int(frame_unit)
+        elif trained_frames is not None:
+            frame_unit = max(1, int(trained_frames) // int(trained_len))
         adapter = object.__new__(_subclass(cls, base, follow))
         adapter.__dict__.update({k: (v.copy() if isinstance(v, dict) else v) for k, v in module.__dict__.items()})
         extra = {
-            "original_class": base, "trained_frames": int(trained_frames), "frame_unit": int(frame_unit),
-            "trained_len": int(trained_frames) // int(frame_unit), "_fan_config": config,
+            "original_class": base, "trained_frames": None if trained_frames is None else int(trained_frames),
+            "frame_unit": int(frame_unit), "trained_len": int(trained_len), "_fan_config": config,
             "_fan_field": frame_field(config) if config is not None else None,
         }
         for key, value in {**extra, **settings}.items():

@@ -5,8 +5,11 @@ embedding linearly along time to the number of temporal patches of each input.
 - :class:`InterpolatedSpatioTemporalClsPositionalEncoding` replaces pytorchvideo's
   ``SpatioTemporalClsPositionalEncoding``.
 
-Each computes exactly what the module it replaces computed at the trained length, holds the same
-parameters under the same names, and turns back into the original class with ``specialize``.
+Both are frame-following adapters (:mod:`.frame_following`): instances of the class they replace,
+holding its very parameters under the same names. They compute exactly what that module computed
+at the trained length and turn back into the original class with ``specialize``. Unlike the
+transformers adapters, their forward is written here (op for op the library's, the temporal
+embedding resampled) so that torch.fx records the token count, not a constant, as the length.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .frame_units import FrameUnits
+from .frame_following import FrameFollowing
 
 __all__ = [
-    "TemporalPositionAdapter", "InterpolatedMViTPositionalEncoding", "InterpolatedSpatioTemporalClsPositionalEncoding",
+    "InterpolatedMViTPositionalEncoding", "InterpolatedSpatioTemporalClsPositionalEncoding",
     "interpolate_time", "token_frames",
 ]
 
@@ -97,53 +100,46 @@ torch.fx.wrap("_mvit_encode")
 torch.fx.wrap("_cls_encode")
 
 
-class TemporalPositionAdapter(FrameUnits, nn.Module):
-    """Base class of the positional-embedding adapters.
-
-    The number of temporal patches T' is read from the token count of each input
-    (``tokens // spatial patches``; the spatial size must stay the trained one). Host models read
-    the patch grid back from the encoding after calling it (``MViT.forward`` reads
-    ``pos_encoding.temporal_size`` / ``cls_positional_encoding.patch_embed_shape``), so those
-    attributes report the grid of the **latest call** (the trained grid before the first one).
-    That is per-module state: one model instance must not run clips of different lengths
+class _TokenFrames:
+    """What both encodings share: the number of temporal patches T' is read from the token count
+    of each input (``tokens // spatial patches``; the spatial size must stay the trained one).
+    Host models read the patch grid back from the encoding after calling it (``MViT.forward``
+    reads ``pos_encoding.temporal_size`` / ``cls_positional_encoding.patch_embed_shape``), so
+    those attributes report the grid of the **latest call** (the trained grid before the first
+    one). That is per-module state: one model instance must not run clips of different lengths
     concurrently in several threads (separate instances, or sequential calls, are fine). Under
-    torch.fx tracing the state is left alone and the host graph records the trained grid.
-    """
-
-    original_class: type
+    torch.fx tracing the state is left alone and the host graph records the trained grid."""
 
     @property
     def current_len(self) -> int:
         """Temporal patches in the latest input (the trained count before the first call)."""
-        return getattr(self, "_current_len", self.trained_len)
+        return self.__dict__.get("_current_len", self.trained_len)
 
     def _frames_of(self, x: torch.Tensor, spatial_patches: int):
         t = token_frames(x, spatial_patches, type(self).__name__)
         if not isinstance(t, torch.fx.Proxy):
-            self._current_len = t  # a plain int, not a buffer: never saved, never moved
+            self.__dict__["_current_len"] = t  # a plain int, not a buffer: never saved, never moved
         return t
 
 
-class InterpolatedMViTPositionalEncoding(TemporalPositionAdapter):
-    """Replaces torchvision's MViT ``PositionalEncoding`` (``mvit_v1_b``, ``mvit_v2_s``).
+class InterpolatedMViTPositionalEncoding(_TokenFrames, FrameFollowing):
+    """Stands in for torchvision's MViT ``PositionalEncoding`` (``mvit_v1_b``, ``mvit_v2_s``): an
+    instance of that class (see :mod:`.frame_following`) holding its very parameters.
 
     ``temporal_pos`` (``(trained_len, C)``) is interpolated linearly to the current number of
     temporal patches; the class token, spatial and class embeddings are unchanged. For MViTv2
     (relative positions, no absolute embedding) only the reported ``temporal_size`` changes:
-    torchvision already interpolates ``rel_pos_t`` to the length it is given. ``temporal_size``
-    reports the latest input's temporal patches (what ``MViT.forward`` reads right after).
+    torchvision already interpolates ``rel_pos_t`` to the length it is given.
+
+    Example::
+
+        encoding = InterpolatedMViTPositionalEncoding.for_module(model.pos_encoding, trained_frames=16)
     """
 
-    def __init__(self, encoding: nn.Module, trained_frames: int | None = None):
-        nn.Module.__init__(self)
-        self.original_class = type(encoding)
-        self.spatial_size = tuple(encoding.spatial_size)
-        self.trained_len = int(encoding.temporal_size)
-        self.trained_frames = trained_frames
-        # The very same parameters under the same names: state_dict keys and sharing are kept.
-        self.class_token = encoding.class_token
-        for name in ("spatial_pos", "temporal_pos", "class_pos"):
-            self.register_parameter(name, getattr(encoding, name))
+    @classmethod
+    def for_module(cls, encoding: nn.Module, trained_frames: int | None = None) -> "InterpolatedMViTPositionalEncoding":
+        return cls.adopt(encoding, trained_frames, trained_len=int(encoding.temporal_size),
+                         spatial_size=tuple(encoding.spatial_size))
 
     @property
     def temporal_size(self) -> int:
@@ -174,8 +170,9 @@ class InterpolatedMViTPositionalEncoding(TemporalPositionAdapter):
         return f"spatial_size={self.spatial_size}, temporal patches: trained {self.trained_len}, any; embedding {kind}"
 
 
-class InterpolatedSpatioTemporalClsPositionalEncoding(TemporalPositionAdapter):
-    """Replaces pytorchvideo's ``SpatioTemporalClsPositionalEncoding`` (``mvit_base_16x4`` ...).
+class InterpolatedSpatioTemporalClsPositionalEncoding(_TokenFrames, FrameFollowing):
+    """Stands in for pytorchvideo's ``SpatioTemporalClsPositionalEncoding`` (``mvit_base_16x4`` ...):
+    an instance of that class (see :mod:`.frame_following`) holding its very parameters.
 
     With separate embeddings (``sep_pos_embed``) ``pos_embed_temporal`` is interpolated along
     time; with a joint ``pos_embed`` the patch part is viewed as ``(T', H'W', C)`` and
@@ -185,17 +182,10 @@ class InterpolatedSpatioTemporalClsPositionalEncoding(TemporalPositionAdapter):
 
     _EMBEDDINGS = ("pos_embed", "pos_embed_spatial", "pos_embed_temporal", "pos_embed_class")
 
-    def __init__(self, encoding: nn.Module, trained_frames: int | None = None):
-        nn.Module.__init__(self)
-        self.original_class = type(encoding)
-        self.cls_embed_on = bool(encoding.cls_embed_on)
-        self.sep_pos_embed = bool(encoding.sep_pos_embed)
-        self._trained_shape = encoding.patch_embed_shape
-        self.num_spatial_patch = int(encoding.num_spatial_patch)
-        self.trained_len = int(encoding.num_temporal_patch)
-        self.trained_frames = trained_frames
-        for name in ("cls_token",) + self._EMBEDDINGS:  # the same parameters, the same names
-            self.register_parameter(name, getattr(encoding, name, None))
+    @classmethod
+    def for_module(cls, encoding: nn.Module, trained_frames: int | None = None):
+        return cls.adopt(encoding, trained_frames, trained_len=int(encoding.num_temporal_patch),
+                         _trained_shape=encoding.patch_embed_shape)
 
     @property
     def num_temporal_patch(self) -> int:
@@ -207,11 +197,11 @@ class InterpolatedSpatioTemporalClsPositionalEncoding(TemporalPositionAdapter):
         return type(self._trained_shape)(shape) if isinstance(self._trained_shape, (list, tuple)) else shape
 
     def _params(self) -> tuple:
-        return tuple(getattr(self, name) for name in self._EMBEDDINGS)
+        return tuple(getattr(self, name, None) for name in self._EMBEDDINGS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self._frames_of(x, self.num_spatial_patch)
-        return _cls_encode(x, t, self.num_spatial_patch, self.cls_token, *self._params())
+        return _cls_encode(x, t, self.num_spatial_patch, getattr(self, "cls_token", None), *self._params())
 
     def specialize(self, frames: int | None = None, *, length: int | None = None) -> nn.Module:
         """A plain ``SpatioTemporalClsPositionalEncoding`` for ``frames`` clip frames (or

@@ -169,10 +169,12 @@ RULES: list[Rule] = [
     Rule("fixed_t.time_pool", "fixed_t", (nn.AvgPool3d, nn.MaxPool3d), subclasses=True, layer=AdaptiveTimePool3d,
          find=_pool_site, observe=True),
     Rule("fixed_t.torchvision_mvit_position", "fixed_t", "torchvision.models.video.mvit:PositionalEncoding",
-         layer=InterpolatedMViTPositionalEncoding, note=_position_note),
+         layer=InterpolatedMViTPositionalEncoding, note=_position_note,
+         build=lambda m, ctx: InterpolatedMViTPositionalEncoding.for_module(m, ctx.trained_at)),
     Rule("fixed_t.pytorchvideo_position", "fixed_t",
          "pytorchvideo.layers.positional_encoding:SpatioTemporalClsPositionalEncoding",
-         layer=InterpolatedSpatioTemporalClsPositionalEncoding, note=_position_note),
+         layer=InterpolatedSpatioTemporalClsPositionalEncoding, note=_position_note,
+         build=lambda m, ctx: InterpolatedSpatioTemporalClsPositionalEncoding.for_module(m, ctx.trained_at)),
 ]
 
 # Consulted after every integration's rules (fan_convert/integrations/): the catch-all ones.
