@@ -3,6 +3,7 @@ one per step in rotation or at random, with an optional no-grad teacher; the DDP
 tests/test_ddp.py (cases rotate_with_teacher and random_empty_batch_on_rank_1)."""
 
 import collections
+import json
 import re
 
 import pytest
@@ -204,3 +205,31 @@ def test_config_errors():
     with pytest.raises(ValueError, match="needs loss_mode='distill'"):
         TrainConfig(key_schedule="rotate", teacher_every=1, loss_mode="ce")
     assert TrainConfig(schedule="step", key_schedule="rotate").schedule == "step"  # the lr schedule is another option
+
+
+def test_fan_convert_train_key_schedule(tmp_path):
+    from typer.testing import CliRunner
+
+    from fan_convert.cli import app, cli_args
+    from fan_convert.zoo import build
+
+    def run(*argv):
+        return CliRunner().invoke(app, cli_args([str(a) for a in argv]))
+
+    for c in ("a", "b"):
+        (tmp_path / "videos" / c).mkdir(parents=True)
+        for v in range(2):
+            encode(tmp_path / "videos" / c / f"{v}.mp4", 12 + 3 * v, size=(32, 40))
+    torch.manual_seed(0)
+    torch.save(build("fan_convert:tiny_resnet", temporal="tsm", num_classes=2).state_dict(), tmp_path / "plain.pth")
+    arch = ["--arch", "fan_convert:tiny_resnet", "--temporal", "tsm", "--num-classes", "2"]
+    result = run(tmp_path / "plain.pth", "--frames", 2, 4, *arch, "--trained-at", 4, "-o", tmp_path / "fan.safetensors")
+    assert result.exit_code == 0, result.output
+    common = [tmp_path / "fan.safetensors", "--data", tmp_path / "videos", "--crop", 32, "--resize", 32, "--batch-size", 2]
+    result = run("train", *common, "--out-dir", tmp_path / "run", "--key-schedule", "rotate", "--teacher-every", 1, "--workers", 1,
+                 "--epochs", 1)
+    assert result.exit_code == 0, result.output
+    log = json.loads((tmp_path / "run" / "log.jsonl").read_text())
+    assert {"acc@2", "acc@4", "kl@2", "ce@4"} <= set(log)  # steps 0 and 2 train 2 frames (taught), 1 and 3 train 4
+    result = run("train", *common, "--out-dir", tmp_path / "bad", "--key-schedule", "random", "--key-weights", "1,x")
+    assert result.exit_code != 0 and "--key-weights takes numbers" in result.output

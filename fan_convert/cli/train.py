@@ -60,6 +60,14 @@ def _dataset(data: str, list_file: Optional[Path], classes: Optional[Path], fram
     return MultiViewClips(items, frames, train=train, crop_size=crop, resize=resize, flip=flip, **settings), names
 
 
+def _weights(text: Optional[str]) -> tuple[float, ...]:
+    """--key-weights 1,1,2 -> (1.0, 1.0, 2.0)."""
+    try:
+        return tuple(float(w) for w in text.split(",")) if text else ()
+    except ValueError:
+        raise ValueError(f"--key-weights takes numbers separated by commas, e.g. 1,1,2; got {text!r}") from None
+
+
 _RUN_FILES = ("log.jsonl", "last.safetensors", "fan.safetensors")
 
 
@@ -124,6 +132,11 @@ def train(
     warmup: float = typer.Option(0.0, "--warmup", help="Warm-up epochs."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay"),
     distill_weight: float = typer.Option(1.0, "--lambda", help="Weight of the distillation terms."),
+    key_schedule: str = typer.Option("joint", "--key-schedule",
+                                     help="joint: every frame count each step (the paper's); rotate or random: one per step."),
+    key_weights: Optional[str] = typer.Option(None, "--key-weights", help="random: one weight per frame count, e.g. 1,1,2."),
+    teacher_every: int = typer.Option(0, "--teacher-every",
+                                      help="One frame count per step: distil from the highest (no gradients) every Kth round; 0: CE only."),
     amp: str = typer.Option("off", "--amp", help="off, bf16 or fp16 (CUDA)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels-last memory format for conv weights."),
@@ -156,6 +169,7 @@ def train(
                                                      split="val")[0]
         config = TrainConfig(frames=frames, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                              schedule=schedule, warmup_epochs=warmup, weight_decay=weight_decay, distill_weight=distill_weight,
+                             key_schedule=key_schedule, key_weights=_weights(key_weights), teacher_every=teacher_every,
                              amp=amp, compile=compile_model, channels_last=channels_last, num_workers=workers, seed=seed,
                              out_dir=str(out_dir),
                              checkpoint_every=checkpoint_every, device=device)
