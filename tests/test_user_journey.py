@@ -182,3 +182,17 @@ def test_train_speaks_within_two_seconds_when_piped(trained, home, tmp_path):
     times = [0.0] + [t for t, _ in stamps]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert max(gaps) <= 2.5, "\n".join(f"{t:6.2f} {line}" for t, line in stamps)  # 2 s + slack for a loaded machine
+
+
+def test_no_videos_says_why(tmp_path):
+    from fan_convert.data import DataError, scan_video_folder
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.mp4").write_bytes(b"")
+    (tmp_path / "text" / "cat").mkdir(parents=True)
+    (tmp_path / "text" / "cat" / "notes.txt").write_text("x")
+    for name, why in (("empty", "it is empty"), ("flat", "it has no class folders, only 1 file directly in it"),
+                      ("text", r"its class folders \(1\) hold no video files, only .txt")):
+        with pytest.raises(DataError, match=f"no videos found under '{tmp_path / name}': {why}"):
+            scan_video_folder(tmp_path / name)

@@ -72,7 +72,18 @@ def scan_video_folder(root: str | Path) -> VideoFolder:
         if not found:
             empty.append(f"'{name}' (class {label})")
     if not items:
-        raise DataError(f"no videos found under '{root}'; expected root/<class>/<video> with a suffix among "
+        if not visible:
+            why = "it is empty"
+        elif not classes:
+            why = f"it has no class folders, only {len(loose)} file{'s' * (len(loose) > 1)} directly in it (videos go in root/<class>/)"
+        elif unknown:
+            shown = ", ".join(suffix + (f" ×{n}" if n > 1 else "") for suffix, n in unknown.most_common(3))
+            why = f"its class folders ({len(classes)}) hold no video files, only {shown}"
+        elif folders:
+            why = f"its class folders hold only folders ({folders}; frame folders need --list)"
+        else:
+            why = f"its {len(classes)} class folder{'s are' if len(classes) > 1 else ' is'} empty"
+        raise DataError(f"no videos found under '{root}': {why}; expected root/<class>/<video> with a suffix among "
                         f"{' '.join(VIDEO_SUFFIXES)}")
     notes = []
     if unknown:
