@@ -25,7 +25,14 @@ Two regimes: ``today`` (78k parameters, 3000 clips, 10 epochs: capacity-starved)
 - fan-scratch   the adapted architecture trained from ST's initialisation for ST's epochs;
 - no-sn, no-wa, ce-all   fan-finetune without Specialized Normalization, without Weight
                 Alteration, and with cross-entropy on every branch instead of distillation;
-- plain-long    plain trained for twice the epochs (does the chosen schedule converge?).
+- plain-long    plain trained for twice the epochs (does the chosen schedule converge?);
+- st-converged  ST trained for plain-long's epochs (twice ST's), so that a FAN beating ST cannot just
+                mean that ST was short; its 16-frame model is plain-long's when both run together;
+- fan-scratch-rotate          FAN-scratch with one frame count per step in rotation (4, 8, 16, ...),
+                cross-entropy, for 3x the epochs: the same forward/backward passes as FAN-scratch and ST;
+- fan-scratch-rotate-distill  the same with a no-grad 16-frame teacher (KL) on the 4- and 8-frame steps;
+- fan-finetune-rotate         FAN-finetune's budget spent in rotation (3x its epochs, CE);
+- fan-finetune-rotate-st-cost rotation fine-tuning for the epochs that bring Plain + it up to ST's compute.
 
 Per-seed results are written as they finish (``<out>/table1_seeds/seed<N>.json``; finished rows
 of an unfinished seed in ``seed<N>.partial.json``) and reused by a rerun with the same
@@ -62,9 +69,11 @@ from fan_convert.zoo.wrappers import TSM
 KEYS = (4, 8, 16)
 EVAL_FRAMES = (2, 4, 6, 8, 12, 16, 20)
 ROWS = ("plain", "st", "ensemble", "mixed", "proportional", "calibrate", "fan-finetune", "control",
-        "fan-scratch", "no-sn", "no-wa", "ce-all", "plain-long")
+        "fan-scratch", "no-sn", "no-wa", "ce-all", "plain-long", "st-converged", "fan-scratch-rotate",
+        "fan-scratch-rotate-distill", "fan-finetune-rotate", "fan-finetune-rotate-st-cost")
 NEEDS = {"st": ("plain",), "ensemble": ("st",), "calibrate": ("plain",), "fan-finetune": ("plain",),
-         "control": ("plain",), "no-sn": ("plain",), "no-wa": ("plain",), "ce-all": ("plain",)}
+         "control": ("plain",), "no-sn": ("plain",), "no-wa": ("plain",), "ce-all": ("plain",),
+         "fan-finetune-rotate": ("plain",), "fan-finetune-rotate-st-cost": ("plain",)}
 LABELS = {
     "plain": "Plain (trained at 16)", "st": "ST (one model per T)", "ensemble": "Ensemble of the ST models",
     "mixed": "Mixed Sampling", "proportional": "Proportional Sampling", "calibrate": "Calibrate (no training)",
@@ -72,6 +81,10 @@ LABELS = {
     "fan-scratch": "**FAN-scratch**", "no-sn": "FAN-finetune w/o Specialized Norm",
     "no-wa": "FAN-finetune w/o Weight Alteration", "ce-all": "FAN-finetune, CE on every branch",
     "plain-long": "Plain, twice the epochs (convergence check)",
+    "st-converged": "ST converged (plain-long's epochs)", "fan-scratch-rotate": "FAN-scratch, one key per step (rotate)",
+    "fan-scratch-rotate-distill": "FAN-scratch, rotate + no-grad teacher",
+    "fan-finetune-rotate": "FAN-finetune, rotate (FAN-finetune's budget)",
+    "fan-finetune-rotate-st-cost": "FAN-finetune, rotate (ST's compute)",
 }
 console = Console(width=140)
 
@@ -226,6 +239,22 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict | None = Non
         model = new_model(seed, recipe)
         record("plain-long", model, fit(model, train, (16,), epochs=2 * full, lr=recipe.lr, seed=seed, recipe=recipe),
                (f"{2 * full}x16", 2 * full * 16))
+        models["plain-long"] = model
+    if "st-converged" in rows:  # ST at plain-long's epochs; its 16-frame model is plain-long (the same training)
+        long, converged = 2 * full, {}
+        for t in sorted(KEYS, reverse=True):
+            if t == max(KEYS) and "plain-long" in models:
+                converged[t] = (out["plain-long"]["seconds"], out["plain-long"]["top1"], models["plain-long"])
+                continue
+            model = new_model(seed, recipe)
+            seconds = fit(model, train, (t,), epochs=long, lr=recipe.lr, seed=seed, recipe=recipe)
+            converged[t] = (seconds, top1(model, val), model)
+        out["st-converged"] = {"top1": {t: converged[fan_convert.nearest_key(t, KEYS)][1][t] for t in EVAL_FRAMES},
+                               "seconds": round(sum(s for s, _, _ in converged.values()), 1), "cost": f"{long}x(4+8+16)",
+                               "frame_epochs": long * sum(KEYS), "params": sum(count_parameters(m) for _, _, m in converged.values()),
+                               "per_model": {t: top for t, (_, top, _) in converged.items()}}
+        console.print(f"  seed {seed} {'st-converged':<13} {_fmt_row(out['st-converged']['top1'])}")
+        save(out)
     if "mixed" in rows:
         model = new_model(seed, recipe)
         mixed = MixedSampling(train, rho=recipe.rho, seed=seed)
@@ -239,6 +268,20 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict | None = Non
         model = fan_convert.adapt(new_model(seed, recipe), frames=KEYS)
         record("fan-scratch", model, fit(model, train, KEYS, epochs=full, lr=recipe.lr, seed=seed, recipe=recipe),
                (f"{full}x(4+8+16)", full * sum(KEYS)))
+
+    # One key per step in rotation: len(KEYS) x the epochs gives the joint schedule's forward/backward passes;
+    # the warm-up covers the same passes too. The teacher's forwards (16 frames, no backward, on the steps
+    # that train 4 or 8) are counted as a third of a training pass.
+    turns = len(KEYS)
+    teacher_cost = round(full * (turns - 1) * max(KEYS) / 3)
+    for row, teacher_every in (("fan-scratch-rotate", 0), ("fan-scratch-rotate-distill", 1)):
+        if row in rows:
+            model = fan_convert.adapt(new_model(seed, recipe), frames=KEYS)
+            seconds = fit(model, train, KEYS, epochs=turns * full, lr=recipe.lr, seed=seed, recipe=recipe,
+                          warmup=turns * recipe.warmup_epochs, key_schedule="rotate", teacher_every=teacher_every)
+            cost = (f"{turns * full}x(4|8|16)" + (" + teacher fwd" if teacher_every else ""),
+                    full * sum(KEYS) + (teacher_cost if teacher_every else 0))
+            record(row, model, seconds, cost)
 
     plain = models.get("plain")
     if "calibrate" in rows:
@@ -256,6 +299,18 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict | None = Non
         fit(fan, train, KEYS, epochs=tune, lr=recipe.finetune_lr, seed=seed + 1, recipe=recipe, warmup=0.0,
             loss_mode="ce" if row == "ce-all" else "distill")
         record(row, fan, time.perf_counter() - started, (f"{full}x16 + {tune}x(4+8+16)", full * 16 + tune * sum(KEYS)))
+    # fine-tuning epochs in rotation that bring Plain + fine-tuning up to (not over) ST's frame-epochs
+    st_cost_epochs = max(1, full * (sum(KEYS) - max(KEYS)) * turns // sum(KEYS))
+    for row, epochs in (("fan-finetune-rotate", turns * tune), ("fan-finetune-rotate-st-cost", st_cost_epochs)):
+        if row not in rows:
+            continue
+        fan = fan_convert.adapt(plain, frames=KEYS)
+        started = time.perf_counter()
+        if recipe.finetune_calibrate:
+            calibrate(fan, train, batches=recipe.calibrate_batches, device=DEVICE)
+        fit(fan, train, KEYS, epochs=epochs, lr=recipe.finetune_lr, seed=seed + 1, recipe=recipe, warmup=0.0, key_schedule="rotate")
+        record(row, fan, time.perf_counter() - started,
+               (f"{full}x16 + {epochs}x(4|8|16)", full * 16 + round(epochs * sum(KEYS) / turns)))
     if "control" in rows:
         model = copy.deepcopy(plain)
         seconds = fit(model, train, (16,), epochs=tune, lr=recipe.finetune_lr, seed=seed + 1, recipe=recipe, warmup=0.0)
@@ -293,7 +348,7 @@ def paired(per_seed: dict, row: str, other: str) -> dict[int, tuple[float, float
     return out
 
 
-def bars(summary: dict, regime: str = "today", per_seed: dict | None = None) -> list[str]:
+def bars(summary: dict, regime: str = "today", per_seed: dict | None = None, recipe: Recipe | None = None) -> list[str]:
     """The issue's bars, checked against the measured means, then paired per-seed verdicts."""
     lines = []
     st = summary.get("st", {}).get("top1")
@@ -310,8 +365,26 @@ def bars(summary: dict, regime: str = "today", per_seed: dict | None = None) -> 
         if row in summary and plain:
             gap = summary[row]["top1"][16]["mean"] - plain[16]["mean"]
             lines.append(f"- {LABELS[row].strip('*')} >= Plain at 16: {'**met**' if gap >= 0 else '**not met**'} ({gap:+.1f})")
+    for row in ("fan-scratch-rotate", "fan-scratch-rotate-distill", "fan-finetune-rotate", "fan-finetune-rotate-st-cost"):
+        if row in summary and "st-converged" in summary:  # the issue's bar: one FAN at or above a converged ST
+            gaps = {t: summary[row]["top1"][t]["mean"] - summary["st-converged"]["top1"][t]["mean"] for t in KEYS}
+            cost, st_cost = summary[row]["frame_epochs"], sum(KEYS) * (recipe or Recipe()).epochs
+            ok = "**met**" if min(gaps.values()) >= 0 and cost <= st_cost else "**not met**"
+            lines.append(f"- {LABELS[row]} >= ST converged at every trained T, at no more than ST's compute: {ok} "
+                         f"(difference {' / '.join(f'{g:+.1f}' for g in gaps.values())} at {'/'.join(map(str, KEYS))}; "
+                         f"compute {cost} vs ST's {st_cost} frame-epochs)")
+    rotation = (("st-converged", "st", "ST converged vs ST (was ST short?)"),
+                ("fan-scratch-rotate", "st-converged", "FAN-scratch-rotate vs ST converged"),
+                ("fan-scratch-rotate", "fan-scratch", "FAN-scratch-rotate vs FAN-scratch (joint)"),
+                ("fan-scratch-rotate-distill", "st-converged", "FAN-scratch-rotate-distill vs ST converged"),
+                ("fan-scratch-rotate-distill", "fan-scratch", "FAN-scratch-rotate-distill vs FAN-scratch (joint)"),
+                ("fan-scratch-rotate-distill", "fan-scratch-rotate", "teacher vs CE only (FAN-scratch-rotate)"),
+                ("fan-finetune-rotate", "st-converged", "FAN-finetune-rotate vs ST converged"),
+                ("fan-finetune-rotate", "fan-finetune", "FAN-finetune-rotate vs FAN-finetune (joint, same budget)"),
+                ("fan-finetune-rotate-st-cost", "st-converged", "FAN-finetune-rotate at ST's cost vs ST converged"),
+                ("fan-finetune-rotate-st-cost", "fan-finetune", "FAN-finetune-rotate at ST's cost vs FAN-finetune (joint, its budget)"))
     for row, other, what in (("fan-finetune", "st", "FAN-finetune vs ST"), ("fan-scratch", "st", "FAN-scratch vs ST"),
-                             ("fan-finetune", "no-wa", "Weight Alteration on vs off (FAN-finetune)")):
+                             ("fan-finetune", "no-wa", "Weight Alteration on vs off (FAN-finetune)"), *rotation):
         diffs = paired(per_seed or {}, row, other)
         if diffs:
             def verdict(mean, std, n):
@@ -337,7 +410,7 @@ def markdown(summary: dict, recipe: Recipe, seeds: list[int], regime: str = "tod
         f"Top-1 (%) on {recipe.val_size} validation clips, mean ± std over seeds {', '.join(map(str, seeds))}; "
         f"trained frame counts in bold. Generated by `python bench/table1.py --regime {regime}` on {DEVICE} "
         f"with {json.dumps(asdict(recipe))}.\n\n"
-        + head + body + "\n" + "\n".join(bars(summary, regime, per_seed)) + "\n"
+        + head + body + "\n" + "\n".join(bars(summary, regime, per_seed, recipe)) + "\n"
     )
 
 
@@ -350,7 +423,8 @@ def plot(summary: dict, path: Path, regime: str = "today") -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     styles = {"plain": ("Plain (trained at 16)", "tab:gray", "o--"), "st": ("ST (one model per T)", "tab:blue", "s-"),
               "calibrate": ("Calibrate", "tab:olive", "v:"), "fan-finetune": ("FAN-finetune", "tab:orange", "D-"),
-              "fan-scratch": ("FAN-scratch", "tab:red", "^-")}
+              "fan-scratch": ("FAN-scratch", "tab:red", "^-"), "st-converged": ("ST converged", "tab:cyan", "s:"),
+              "fan-finetune-rotate-st-cost": ("FAN-finetune, rotate, ST's cost", "tab:purple", "P-")}
     for row, (label, colour, style) in styles.items():
         if row not in summary:
             continue
@@ -450,7 +524,7 @@ def main(argv=None) -> dict:
         table.add_row(LABELS[row].strip("*"), *(f"{s['top1'][t]['mean']:.1f}±{s['top1'][t]['std']:.1f}" for t in EVAL_FRAMES),
                       str(s["frame_epochs"]))
     console.print(table)
-    for line in bars(summary, args.regime, per_seed):
+    for line in bars(summary, args.regime, per_seed, recipe):
         console.print(line.replace("**", ""))
     _write(args.out / f"{stem}.md", markdown(summary, recipe, sorted(per_seed), args.regime, per_seed))
     _write(args.out / f"{stem}.json", json.dumps({"regime": args.regime, "device": DEVICE, "recipe": stored,

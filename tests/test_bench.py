@@ -159,3 +159,24 @@ def test_data_throughput_measures_both_readers_and_the_reference_frame_floor(tmp
     for cell in bench.interleaved([video, folder], 2, None, repeats=2):  # today's reader, the new one
         assert cell["clips_s"] > 0 and cell["cpu_per_clip"] > 0
     assert bench.same_views([video, folder])
+
+
+@pytest.mark.slow  # about 15 s on one core
+def test_table1_rotation_rows_and_their_verdicts(table1, tmp_path):
+    rows = ["st", "fan-finetune", "fan-scratch", "plain-long", "st-converged", "fan-scratch-rotate", "fan-scratch-rotate-distill",
+            "fan-finetune-rotate", "fan-finetune-rotate-st-cost"]
+    summary = table1.main(["--quick", "--seeds", "0", "--rows", *rows, "--out", str(tmp_path), "--train-size", "16", "--val-size", "8",
+                           "--threads", "1"])
+    assert list(summary) == rows
+    cost = {r: summary[r]["frame_epochs"] for r in rows}  # quick: 1 epoch, fine-tuning 1 epoch, keys 4 + 8 + 16 = 28
+    assert cost["st-converged"] == 2 * 28 and cost["fan-scratch-rotate"] == cost["fan-scratch"] == 28
+    assert cost["fan-finetune-rotate"] == cost["fan-finetune"] == 16 + 28 and cost["fan-finetune-rotate-st-cost"] == 16 + 9
+    assert summary["fan-scratch-rotate"]["cost"] == "3x(4|8|16)" and cost["fan-scratch-rotate-distill"] > 28
+    seed0 = json.loads((tmp_path / "table1_quick.json").read_text())["per_seed"]["0"]
+    assert seed0["st-converged"]["per_model"]["16"] == seed0["plain-long"]["top1"]  # the 16-frame model is plain-long's
+    text = (tmp_path / "table1_quick.md").read_text()
+    for verdict in ("ST converged vs ST", "FAN-scratch-rotate vs ST converged", "FAN-scratch-rotate vs FAN-scratch (joint)",
+                    "teacher vs CE only", "FAN-finetune-rotate vs FAN-finetune (joint, same budget)",
+                    "FAN-finetune-rotate at ST's cost vs ST converged"):
+        assert f"Verdict, {verdict}" in text
+    assert "FAN-finetune, rotate (ST's compute) >= ST converged at every trained T, at no more than ST's compute" in text
