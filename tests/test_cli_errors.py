@@ -117,3 +117,18 @@ def test_messages_keep_their_quotes(tmp_path):
     assert error_line(run(missing, "--frames", 4, *ARCH)) == f"error: checkpoint '{missing}' does not exist; check the path"
     assert first_line(KeyError("fc.weight")) == "fc.weight" and first_line(KeyError("'quoted'")) == "'quoted'"
     assert first_line(ValueError("'a.pt' is bad\nmore")) == "'a.pt' is bad" and first_line(RuntimeError()) == "RuntimeError"
+
+
+def test_library_messages_name_python_arguments_and_the_cli_shows_its_flags():
+    from fan_convert.cli._app import cli_words
+
+    library = {
+        "device='cuda' (--device cuda): no CUDA GPU is visible; use device='cpu' (--device cpu)":
+            "--device cuda: no CUDA GPU is visible; use --device cpu",
+        "pass the run's last.safetensors to Trainer.resume (--resume)": "pass the run's last.safetensors to --resume",
+        "pass trust_factory=True (--trust-factory) if you trust the file": "pass --trust-factory if you trust the file",
+        "VideoMAEConfig has no field 'x'; check arch_kwargs (--arch-kwarg)": "VideoMAEConfig has no field 'x'; check --arch-kwarg",
+        "see the docs (--help)": "see the docs (--help)",  # prose before a flag is kept
+    }
+    for message, shown in library.items():
+        assert cli_words(message) == shown

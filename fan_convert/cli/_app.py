@@ -68,7 +68,9 @@ errors = Console(stderr=True, soft_wrap=True)
 
 
 _PYTHON_HINT = re.compile(r" \((?:[a-z_]+=[^()]*)\)")  # " (overwrite=True)", " (allow_missing=/allow_unexpected=)"
-_PYTHON_FIRST = re.compile(r"\b[a-z_]+=True \((--[a-z-]+)\)")  # "trust_factory=True (--trust-factory)"
+# a Python argument, call or name, then its flag: "trust_factory=True (--trust-factory)",
+# "device='cpu' (--device cpu)", "Trainer.resume (--resume)", "arch_kwargs (--arch-kwarg)"
+_PYTHON_FIRST = re.compile(r"(?:\b[a-z_]+=(?:'[^']*'|\S+?)|\b[A-Za-z_]+\.[A-Za-z_.]+|\b[a-z]+_[a-z_]+) \((--[a-z-]+(?: [^()]*)?)\)")
 
 
 def cli_words(message: str) -> str:

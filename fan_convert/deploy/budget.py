@@ -119,7 +119,7 @@ def _device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available here; use --device cpu")
+        raise ValueError("device 'cuda' requested but CUDA is not available here; use device='cpu' (--device cpu)")
     return device
 
 

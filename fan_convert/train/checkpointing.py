@@ -72,5 +72,5 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}
     if _KEY not in metadata:
-        raise ValueError(f"'{path}' is not a fan-convert training checkpoint; pass the run's last.safetensors to --resume")
+        raise ValueError(f"'{path}' is not a fan-convert training checkpoint; pass the run's last.safetensors to Trainer.resume (--resume)")
     return _join(json.loads(metadata[_KEY]), load_file(str(path)))

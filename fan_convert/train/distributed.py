@@ -37,12 +37,12 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: no CUDA GPU is visible to this process; use --device cpu")
+            raise ValueError(f"device={name!r} (--device {name}): no CUDA GPU is visible to this process; use device='cpu' (--device cpu)")
         if device.index is None:
             device = torch.device("cuda", local_rank())
         if device.index >= torch.cuda.device_count():
             raise ValueError(
-                f"--device {device}: only {torch.cuda.device_count()} GPU(s) are visible; "
+                f"device='{device}' (--device {device}): only {torch.cuda.device_count()} GPU(s) are visible; "
                 "start at most one torchrun process per GPU"
             )
     return device

@@ -96,7 +96,7 @@ def hf_config(name: str, **overrides: Any):
     default = config_class()
     unknown = sorted(k for k in overrides if k not in default.to_dict() and not hasattr(default, k) and k not in NORMALISATION)
     if unknown:
-        raise ValueError(f"{config_class.__name__} has no field {unknown[0]!r}; check --arch-kwarg / arch_kwargs")
+        raise ValueError(f"{config_class.__name__} has no field {unknown[0]!r}; check arch_kwargs (--arch-kwarg)")
     return config_class.from_dict(data)
 
 
