@@ -33,7 +33,11 @@ class NoActiveFrames(RuntimeError):
 
 
 def check_frame_count(t: Any, what: str = "frame count") -> int:
-    """Return ``t`` as an int, or raise a ValueError if it is not a positive integer."""
+    """Return ``t`` as an int, or raise a ValueError if it is not a positive integer. A symbolic
+    size (``torch.SymInt``, while torch.export traces a dynamic frame axis) is returned as it is:
+    ``int()`` on it would fix the traced graph to one frame count."""
+    if isinstance(t, torch.SymInt):
+        return t  # type: ignore[return-value]
     if isinstance(t, bool) or not isinstance(t, int) or t <= 0:
         raise ValueError(f"{what} must be a positive integer, got {t!r}")
     return t

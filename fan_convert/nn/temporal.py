@@ -61,8 +61,10 @@ def temporal_shift(x: torch.Tensor, shift_div: int = 8, channel_dim: int = 1, fr
     clips = x.unflatten(0, (n // t, t))  # (B, T, ...): the channel dimension moves to dim + 1
     backward, forward, still = clips.split([fold, fold, x.shape[dim] - 2 * fold], dim=dim + 1)
     pad = torch.zeros_like(backward.narrow(1, 0, 1))
-    backward = torch.cat([backward.narrow(1, 1, t - 1), pad], dim=1)  # frame i <- frame i+1
-    forward = torch.cat([pad, forward.narrow(1, 0, t - 1)], dim=1)  # frame i <- frame i-1
+    # Pad, then take t frames: no tensor of t - 1 frames, which a symbolic T (dynamic export)
+    # would have to guard (t - 1 != 1); the same copies as narrowing first.
+    backward = torch.cat([backward, pad], dim=1).narrow(1, 1, t)  # frame i <- frame i+1
+    forward = torch.cat([pad, forward], dim=1).narrow(1, 0, t)  # frame i <- frame i-1
     return torch.cat([backward, forward, still], dim=dim + 1).flatten(0, 1)
 
 

@@ -143,4 +143,6 @@ class TSM(TSN):
 def _declare_clip(t):
     """``context.clip(t)``; nothing while torch.fx traces (T is then a Proxy, and a trace only
     records structure: the shift reads T when the model runs)."""
-    return nullcontext() if isinstance(t, fx.Proxy) else context.clip(int(t))
+    if isinstance(t, fx.Proxy):
+        return nullcontext()
+    return context.clip(t if isinstance(t, torch.SymInt) else int(t))  # a SymInt stays symbolic (dynamic export)

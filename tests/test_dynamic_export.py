@@ -1,0 +1,152 @@
+"""One artifact for every frame count (fan_convert.export, `fan-convert export` without --frames):
+the stacked, branch-free form of a FAN, exported with a dynamic frame axis and verified at every
+key and at untrained frame counts."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import fan_convert
+from fan_convert.deploy import VerificationError, export_verified
+from fan_convert.deploy import dynamic as dynamic_module
+from fan_convert.deploy.dynamic import check_frames_for, dynamic_form, export
+from fan_convert.io import OutputError
+from fan_convert.nn.stacked import StackedAlteration, StackedNorm, key_index_for
+from fan_convert.zoo import build
+
+KEYS = (4, 8, 16)
+SIZE = 32
+
+
+def tiny_fan() -> nn.Module:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fan = fan_convert.adapt(build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3).eval(), frames=KEYS)
+    with torch.no_grad():  # as if fine-tuned: every key's norms and alterations differ
+        for name, p in fan.named_parameters():
+            if ".norms." in name or ".scales." in name:
+                p.add_(0.1 * torch.randn_like(p))
+        for name, b in fan.named_buffers():
+            if "running_var" in name:
+                b.mul_(1 + 0.5 * torch.rand_like(b))
+    return fan.eval()
+
+
+@pytest.fixture(scope="module")
+def fan():
+    return tiny_fan()
+
+
+def clip(t: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 3, t, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_key_index_is_the_nearest_key_with_ties_up():
+    for keys in ((4, 8, 16), (3, 5), (8,), (2, 4, 6, 8, 32)):
+        for t in range(1, 70):
+            index = key_index_for(t, keys).item()
+            assert sorted(keys)[index] == fan_convert.nearest_key(t, keys), (keys, t)
+
+
+def test_check_frames_cover_keys_ties_and_both_sides():
+    assert check_frames_for(KEYS, 64) == [2, 4, 5, 6, 8, 11, 12, 16, 20]
+    assert check_frames_for((3, 6), 64) == [2, 3, 4, 5, 6, 7]
+
+
+def test_the_stacked_form_computes_what_the_fan_computes(fan):
+    form = dynamic_form(fan)
+    assert not any(isinstance(m, (fan_convert.nn.NormBank, fan_convert.nn.WeightAlteration)) for m in form.modules())
+    # stored: one specialized model's tensors, the other keys' rows of the norms, every key's scales
+    norms = sum(getattr(m, name.replace(".", "__")).numel() for m in form.modules() if isinstance(m, StackedNorm)
+                for name in m._stacked)
+    scales = sum(m.scales.numel() for m in form.modules() if isinstance(m, StackedAlteration))
+    plain = sum(t.numel() for t in fan_convert.specialize(fan, 8).state_dict().values())
+    assert sum(t.numel() for t in form.state_dict().values()) == plain + norms * (len(KEYS) - 1) // len(KEYS) + scales
+    assert any(isinstance(m, StackedNorm) for m in form.modules())
+    assert any(isinstance(m, StackedAlteration) for m in form.modules())
+    with torch.no_grad():
+        for t in (2, 4, 6, 7, 12, 20):
+            x = clip(t)
+            assert torch.allclose(form(x), fan(x), atol=1e-6), t
+    assert any(isinstance(m, fan_convert.nn.NormBank) for m in fan.modules())  # the FAN is untouched
+
+
+
+def test_tensors_equal_at_every_key_are_stored_once():
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fan = fan_convert.adapt(build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3).eval(), frames=KEYS).eval()
+    form = dynamic_form(fan)  # freshly adapted: every key equal, so no stack and no alteration remain
+    assert not any(b.shape[:1] == (len(KEYS),) and b.dim() >= 2 for b in form.buffers())
+    assert not any(isinstance(m, StackedAlteration) for m in form.modules())
+    original = sum(p.numel() for p in build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3).state_dict().values())
+    assert sum(t.numel() for t in form.state_dict().values()) == original
+
+
+def test_one_pt2_serves_every_frame_count(fan, tmp_path):
+    result = export(fan, tmp_path / "all.pt2", input_size=SIZE)
+    assert result.path.is_file() and result.bytes == result.path.stat().st_size
+    assert sorted(result.checked) == [2, 4, 5, 6, 8, 11, 12, 16, 20] and result.max_diff <= 1e-4
+    assert result.keys == KEYS and result.frames == (2, 64) and result.format == "torch-export"
+    artifact = torch.export.load(str(result.path)).module()
+    with torch.no_grad():
+        for t in (3, 9, 33):  # frame counts the export never saw
+            x = clip(t, seed=t)
+            assert (artifact(x) - fan(x)).abs().max() <= 1e-4, t
+        x = clip(6)  # a tie: key 8's sub-network, not key 4's
+        with fan_convert.frames(4):
+            assert (artifact(x) - fan(x)).abs().max() > 1e-3
+    # one file, not one per key: the tiny model's norms are a large share of it, so the ratio to one
+    # specialized file is larger here than for real models (bench/dynamic_export.py: 1.02x for ResNet-18)
+    one = export_verified(fan, 16, tmp_path / "t16.pt2", input_size=SIZE).bytes
+    assert result.bytes < 2 * one < len(KEYS) * one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.pt2", "t16.pt2"]
+
+
+def test_one_onnx_file_serves_every_frame_count(fan, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    result = export(fan, tmp_path / "all.onnx", input_size=SIZE, frames=(2, 4, 6, 16, 20))
+    assert sorted(result.checked) == [2, 4, 6, 16, 20] and result.max_diff <= 1e-4
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    (clip_input,) = session.get_inputs()
+    assert clip_input.name == "clip" and isinstance(clip_input.shape[2], str)  # a symbolic frame axis
+    with torch.no_grad():
+        for t in (3, 13):
+            x = clip(t, seed=t)
+            (logits,) = session.run(None, {"clip": x.numpy()})
+            assert (torch.from_numpy(logits) - fan(x)).abs().max() <= 1e-4, t
+
+
+def test_bad_arguments_and_a_failed_check_leave_no_file(fan, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="outside the artifact's range 2..64"):
+        export(fan, tmp_path / "m.pt2", frames=(1, 8), input_size=SIZE)
+    with pytest.raises(ValueError, match="below the largest trained key 16"):
+        export(fan, tmp_path / "m.pt2", max_frames=8, input_size=SIZE)
+    with pytest.raises(ValueError, match="not an adapted model"):
+        export(nn.Linear(2, 2), tmp_path / "m.pt2")
+    with pytest.raises(OutputError, match="does not exist"):
+        export(fan, tmp_path / "missing" / "m.pt2", input_size=SIZE)
+    real = dynamic_module.dynamic_form
+
+    def spoiled(model):
+        form = real(model)
+        with torch.no_grad():
+            form.model.backbone.fc.bias.add_(0.01)
+        return form
+
+    monkeypatch.setattr(dynamic_module, "dynamic_form", spoiled)
+    with pytest.raises(VerificationError, match="at 2 frames .key 4. the exported model differs from the FAN by 0.01"):
+        export(fan, tmp_path / "m.pt2", input_size=SIZE)
+    existing = tmp_path / "m.pt2"
+    existing.write_bytes(b"the previous artifact")
+    with pytest.raises(OutputError, match="already exists"):
+        export(fan, existing, input_size=SIZE)
+    with pytest.raises(VerificationError):
+        export(fan, existing, input_size=SIZE, overwrite=True)
+    assert existing.read_bytes() == b"the previous artifact"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt2"]
