@@ -41,6 +41,7 @@ _JOURNEY = {
     # deployment
     "specialize": "fan_convert.surgery", "NotFoldableError": "fan_convert.nn",
     "export_specialized": "fan_convert.deploy", "export_verified": "fan_convert.deploy", "choose_frames": "fan_convert.deploy",
+    "export": "fan_convert.deploy.dynamic",  # one artifact for every frame count
 }
 
 # names that were exported here before and now live only in their modules: still importable
@@ -87,6 +88,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from . import zoo  # noqa: F401
     from .context import NoActiveFrames, active_frames, frames, nearest_key  # noqa: F401
     from .deploy import choose_frames, export_specialized, export_verified  # noqa: F401
+    from .deploy.dynamic import export  # noqa: F401
     from .io import load, read_checkpoint, read_manifest, save, save_specialized  # noqa: F401
     from .nn import NotFoldableError  # noqa: F401
     from .pipeline import from_checkpoint, load_pretrained  # noqa: F401

@@ -2,6 +2,7 @@
 the stacked, branch-free form of a FAN, exported with a dynamic frame axis and verified at every
 key and at untrained frame counts."""
 
+import re
 import warnings
 
 import pytest
@@ -150,3 +151,28 @@ def test_bad_arguments_and_a_failed_check_leave_no_file(fan, tmp_path, monkeypat
         export(fan, existing, input_size=SIZE, overwrite=True)
     assert existing.read_bytes() == b"the previous artifact"
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt2"]
+
+
+def test_the_cli_exports_one_artifact_without_frames(fan, tmp_path):
+    from typer.testing import CliRunner
+
+    from fan_convert.cli import app, cli_args
+
+    fan_file = fan_convert.save(fan, tmp_path / "tiny.fan.safetensors")
+
+    def invoke(*args):
+        return CliRunner().invoke(app, cli_args([str(a) for a in args]), env={"COLUMNS": "200"})
+
+    result = invoke("export", fan_file, "--input-size", SIZE)
+    assert result.exit_code == 0, result.output
+    artifact = tmp_path / "tiny.pt2"
+    assert artifact.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["tiny.fan.safetensors", "tiny.pt2"]
+    assert "x one specialized export" in result.output and "takes 2 to 64 frames" in result.output
+    assert re.search(r"│ +6 │ +8 \(nearest\) │ +\S+ │", result.output)  # a tie goes to the higher key
+    meta = {"fan_convert": ""}
+    torch.export.load(str(artifact), extra_files=meta)
+    assert '"frames": "any"' in meta["fan_convert"] and '"keys": [4, 8, 16]' in meta["fan_convert"]
+    again = invoke("export", fan_file, "--input-size", SIZE)  # never replaced without --force
+    assert again.exit_code == 2 and "already exists" in again.output
+    bad = invoke("export", fan_file, "--frames", "8", "--max-frames", "40", "-o", tmp_path / "x.pt2")
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1 and "--max-frames is for" in bad.output

@@ -71,10 +71,20 @@ def _check_tsm_finetune_videos(out, tmp):
         _line(out, r"^no plot: ")
 
 
+def _check_onnx_every_frame_count(out, tmp):
+    assert float(_line(out, r"^exported tsm\.onnx: .* max \|diff\| (\S+)$")[1]) <= 1e-4
+    for t in (4, 6, 8, 12, 16, 20):  # one file, every clip length
+        _line(out, rf"^{t:2d} frames -> logits \(1, 10\), class \d+$")
+    _line(out, r"^4 channels: refused by onnxruntime")
+    _line(out, r"^0 frames: (ran, .*check T >= 2 before calling|refused by onnxruntime)")  # said, not silent
+    _line(out, r"^imported at inference: numpy, onnxruntime; torch or fan_convert: none$")
+
+
 CHECKS = {
     "convert_and_inspect.py": _check_convert_and_inspect,
     "convert_x3d_checkpoint.py": _check_convert_x3d_checkpoint,
     "edge_deployment.py": _check_edge_deployment,
+    "onnx_every_frame_count.py": _check_onnx_every_frame_count,
     "torchrun_ddp.py": _check_torchrun_ddp,
     "tsm_finetune_videos.py": _check_tsm_finetune_videos,
 }

@@ -65,7 +65,11 @@ def _file_size(n: int) -> str:
 @app.command(name="export")
 def export_command(
     model_file: Path = typer.Argument(..., metavar="MODEL_FILE", help="A FAN .safetensors written by `fan-convert convert` (or train)."),
-    frames: List[str] = typer.Option(..., "--frames", "-f", help="Frame count(s) to export (--frames 8), or --frames all."),
+    frames: Optional[List[str]] = typer.Option(
+        None, "--frames", "-f", help="Frame count(s) to export one specialized artifact each (--frames 8; --frames all: every "
+        "key); leave it out for ONE artifact that serves every frame count."),
+    max_frames: Optional[int] = typer.Option(
+        None, "--max-frames", help="Without --frames: the most frames the artifact takes (default 4x the largest key, >= 32)."),
     fmt: Optional[str] = typer.Option(
         None, "--format", help="torch-export (.pt2) or onnx (needs the onnx extra); default: from the -o suffix, else torch-export."),
     output: opt.Output("MODEL_T.pt2; OUT_T.ext each for several T") = None,
@@ -77,7 +81,7 @@ def export_command(
     keep_unfoldable: opt.KeepUnfoldable = False,
     trust_factory: opt.TrustFactory = False,
 ) -> None:
-    """Export the plain model for one or more frame counts (torch.export .pt2 or ONNX), each verified against the FAN."""
+    """Export the FAN as one artifact for every frame count, or (--frames) the plain model per frame count; verified against the FAN."""
     results = []
     done = lambda: f" (already written: {', '.join(str(r.path) for r in results)})" if results else ""  # noqa: E731
     with step(f"loading {model_file} ...", ImportError, after=done) as say:
@@ -91,6 +95,13 @@ def export_command(
             raise ValueError(f"--format {fmt!r} is not supported: use one of {', '.join(WRITERS)}")
         fmt = format_for(output, fmt) if output is not None else fmt or "torch-export"
         fan = _load_fan(model_file, trust_factory, "export")
+        if frames is None:
+            say("exporting one artifact for every frame count and checking it against the FAN ...")
+            _export_every_frame_count(fan, model_file, output, fmt, stored_input_size(input_size, fan, 224), batch,
+                                      dynamic_batch, max_frames, atol, force, say)
+            return
+        if max_frames is not None:
+            raise ValueError("--max-frames is for the one artifact of every frame count: leave out --frames, or drop --max-frames")
         if [f.lower() for f in frames] == ["all"]:
             counts = tuple(fan.fan_plan.frames)
         else:
@@ -132,6 +143,47 @@ def export_command(
         "export with --dynamic-batch for any batch size")
     console.print(f"all within --atol {atol:g}; {batches}", highlight=False)
     console.print(input_line(fan, size), highlight=False)
+
+
+def _export_every_frame_count(fan, model_file: Path, output, fmt: str, size: int, batch: int, dynamic_batch: bool,
+                              max_frames, atol: float, force: bool, say) -> None:
+    """`fan-convert export` without --frames: one verified artifact with a dynamic frame axis, its
+    size measured against one specialized export (of the largest key) made alongside."""
+    import tempfile
+
+    from ..deploy.dynamic import export, frame_range
+    from ..deploy.export import WRITERS, export_verified
+    from ..io import check_output
+
+    keys = tuple(fan.fan_plan.frames)
+    path = output if output is not None else model_file.with_name(f"{model_file.name.split('.')[0]}{WRITERS[fmt].suffix}")
+    check_output(path, overwrite=force)
+    low, high = frame_range(keys, max_frames)
+    metadata = artifact_metadata(fan, keys[-1], size, batch, dynamic_batch, model_file.name)
+    del metadata["key"]
+    metadata.update(frames="any", frame_range=[low, high], keys=list(keys))
+    shape = metadata["input"]["shape"]
+    shape[1 if metadata["input"]["layout"] == "BTCHW" else 2] = "T"
+    result = export(fan, path, format=fmt, input_size=size, batch=batch, dynamic_batch=dynamic_batch, max_frames=max_frames,
+                    overwrite=force, atol=atol, metadata={"fan_convert": json.dumps(metadata)})
+    say(f"measuring one specialized export ({keys[-1]} frames) for the size comparison ...")
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        one = export_verified(fan, keys[-1], Path(tmp) / f"one{WRITERS[fmt].suffix}", format=fmt, input_size=size, batch=batch,
+                              dynamic_batch=dynamic_batch, atol=atol).bytes
+    from rich.table import Table
+
+    table = Table(title=f"{model_file.name} exported ({fmt}) once for every frame count, reloaded and checked against the FAN")
+    for column in ("frames", "key", "max |diff|"):
+        table.add_column(column, justify="right")
+    for t, diff in result.checked.items():
+        table.add_row(str(t), f"{min(keys, key=lambda k: (abs(k - t), -k))}" + ("" if t in keys else " (nearest)"), f"{diff:.1e}")
+    console.print(table)
+    skipped = "".join(f"; not checked at {t} frames: the FAN itself fails there ({why})" for t, why in result.skipped.items())
+    console.print(f"{result.path}: {_file_size(result.bytes)}, {result.bytes / one:.3f}x one specialized export "
+                  f"({_file_size(one)} at {keys[-1]} frames; one per key: about {_file_size(one * len(keys))}); takes {low} to "
+                  f"{high} frames, runs the nearest key of {', '.join(map(str, keys))} (a tie: the higher); all within --atol "
+                  f"{atol:g}{skipped}", highlight=False)
+    console.print(input_line(fan, size).replace("T frames", "T frames (any T in range)"), highlight=False)
 
 
 @app.command()

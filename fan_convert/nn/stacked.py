@@ -170,13 +170,16 @@ class StackedAlteration(_Stack):
         return alter_weight(getattr(layer, weight_name(layer)), self._tensor("scales"), self.groups)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        weight = self.altered_weight()
         layer = self.base_layer
-        if type(layer) in _PLAIN_CONVS:
-            return layer._conv_forward(args[0], weight, layer.bias)
-        if type(layer) is nn.Linear:
-            return F.linear(args[0], weight, layer.bias)
-        return functional_call(layer, {weight_name(layer): weight}, args, kwargs)
+        if type(layer) in _PLAIN_CONVS or type(layer) is nn.Linear:
+            # Scale the input's channels instead of the weight: the same product (zero padding stays
+            # zero), an activation-sized multiply instead of a weight-sized one each call, and the
+            # weight stays a constant that a runtime can prepack and fuse (onnxruntime does).
+            scale = 1 + self._tensor("scales")
+            if type(layer) is not nn.Linear:
+                scale = scale.reshape(-1, *[1] * len(layer.kernel_size))
+            return layer(args[0] * scale)
+        return functional_call(layer, {weight_name(layer): self.altered_weight()}, args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
         # A forward that reads the layer's weight directly (torchvision's Swin3D) gets the altered one.
