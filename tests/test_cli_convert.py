@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 import torchvision
+from conftest import error_lines
 from typer.testing import CliRunner
 
 import fan_convert
@@ -31,8 +32,7 @@ def pretrained(tmp_path_factory):
 
 
 def one_line_error(result, needle):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.output
 
 

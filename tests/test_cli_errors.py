@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import error_lines
 from typer.testing import CliRunner
 
 from fan_convert.cli import app, cli_args
@@ -25,8 +26,7 @@ def run(*argv):
 
 
 def error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     return lines[0]
 

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from conftest import error_lines
 from typer.testing import CliRunner
 
 from fan_convert.cli import app, cli_args
@@ -45,8 +46,7 @@ def test_demo_refuses_to_overwrite_an_earlier_run(tmp_path):
     out.mkdir()
     (out / "results.json").write_text('{"earlier": true}')
     result = CliRunner().invoke(app, cli_args(["demo", "--quick", "--out-dir", str(out)]))
-    assert result.exit_code == 2
-    lines = result.output.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and "earlier demo run (results.json)" in lines[0] and "--force" in lines[0], result.output
     assert json.loads((out / "results.json").read_text()) == {"earlier": True}
     assert sorted(p.name for p in out.iterdir()) == ["results.json"]

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import error_lines
 from torch import nn
 from typer.testing import CliRunner
 
@@ -64,8 +65,7 @@ def invoke(*args: str):
 
 
 def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error: ")
     return lines[0]

@@ -37,8 +37,13 @@ def _plan_options(entry: ZooEntry) -> dict:
     return {"trained_at": entry.trained_at, "frame_axis": entry.frame_axis}
 
 
+# with an example clip plan() runs the model at every key: in the default suite for one 2D TSM, one
+# 3D CNN with a fixed-T head pool, one with none and one transformer; every other one with -m slow
+EXAMPLE_BY_DEFAULT = {"timm:resnet18", "pytorchvideo:x3d_xs", "torchvision:r3d_18", "hf:videomae"}
+
+
 def _marks(entry: ZooEntry, example: bool) -> list:
-    slow = entry.heavy or (example and entry.size >= 224)  # the example runs the model at every key
+    slow = entry.heavy or (example and entry.name not in EXAMPLE_BY_DEFAULT)
     return [pytest.mark.slow] if slow else []
 
 

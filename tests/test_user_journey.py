@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import encode
+from conftest import encode, error_lines
 from typer.testing import CliRunner
 
 from fan_convert.cli import app, cli_args
@@ -28,8 +28,7 @@ def run(*argv):
 
 def refused(result, *words) -> str:
     """The one error line of a refused command (exit 2), which must contain ``words``."""
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert all(word in lines[0] for word in words), lines[0]
     return lines[0]
