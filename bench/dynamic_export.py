@@ -27,6 +27,7 @@ import torch
 import fan_convert
 from fan_convert.deploy import export_verified, interleaved_ms, make_clip
 from fan_convert.deploy.dynamic import export as export_dynamic
+from fan_convert.testing import as_if_fine_tuned
 from fan_convert.zoo import build
 
 
@@ -36,14 +37,7 @@ def perturbed_fan(spec: str, keys, temporal: str | None, num_classes: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fan = fan_convert.adapt(build(spec, **kwargs).eval(), frames=keys).eval()
-    with torch.no_grad():
-        for name, p in fan.named_parameters():
-            if ".norms." in name or ".scales." in name:
-                p.add_(0.05 * torch.randn_like(p))
-        for name, b in fan.named_buffers():
-            if "running_var" in name:
-                b.mul_(1 + 0.3 * torch.rand_like(b))
-    return fan
+    return as_if_fine_tuned(fan, std=0.05, statistics=0.3)
 
 
 def runner(path: Path, threads: int):

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fan_convert.data import segment_indices
+
 CLASSES = ("pan left", "pan right", "pan up", "pan down", "zoom in", "zoom out", "rotate clockwise", "rotate anticlockwise")
 CLIP_FRAMES = 16
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -179,8 +181,7 @@ class CameraMotion(torch.utils.data.Dataset):
         clip = self.render(index)
         views = {}
         for t in self.frames:  # evenly spaced frames of the 16-frame clip (segment centres)
-            idx = ((torch.arange(t) + 0.5) * CLIP_FRAMES / t).long().clamp_(max=CLIP_FRAMES - 1)
-            views[t] = clip[:, idx].contiguous()
+            views[t] = clip[:, segment_indices(CLIP_FRAMES, t, train=False)].contiguous()
         return views, self.label(index)
 
 

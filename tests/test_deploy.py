@@ -26,6 +26,7 @@ from fan_convert.deploy import (
 from fan_convert.deploy import budget as budget_module
 from fan_convert.deploy import export as export_module
 from fan_convert.io import OutputError
+from fan_convert.testing import as_if_fine_tuned
 from fan_convert.train.evaluate import save_results
 from fan_convert.zoo import build
 
@@ -40,14 +41,7 @@ def tiny_fan() -> nn.Module:
         warnings.simplefilter("ignore")
         model = build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3).eval()
         fan = fan_convert.adapt(model, frames=KEYS)
-    with torch.no_grad():  # as if fine-tuned: every key's norms and alterations differ
-        for name, p in fan.named_parameters():
-            if ".norms." in name or ".scales." in name:
-                p.add_(0.1 * torch.randn_like(p))
-        for name, b in fan.named_buffers():
-            if "running_var" in name:
-                b.mul_(1 + 0.5 * torch.rand_like(b))
-    return fan.eval()
+    return as_if_fine_tuned(fan, std=0.1, statistics=0.5).eval()  # every key's norms and alterations differ
 
 
 @pytest.fixture(scope="module")

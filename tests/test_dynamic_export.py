@@ -15,6 +15,7 @@ from fan_convert.deploy import dynamic as dynamic_module
 from fan_convert.deploy.dynamic import check_frames_for, dynamic_form, export
 from fan_convert.io import OutputError
 from fan_convert.nn.stacked import StackedAlteration, StackedNorm, key_index_for
+from fan_convert.testing import as_if_fine_tuned
 from fan_convert.zoo import build
 
 KEYS = (4, 8, 16)
@@ -26,14 +27,7 @@ def tiny_fan() -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fan = fan_convert.adapt(build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3).eval(), frames=KEYS)
-    with torch.no_grad():  # as if fine-tuned: every key's norms and alterations differ
-        for name, p in fan.named_parameters():
-            if ".norms." in name or ".scales." in name:
-                p.add_(0.1 * torch.randn_like(p))
-        for name, b in fan.named_buffers():
-            if "running_var" in name:
-                b.mul_(1 + 0.5 * torch.rand_like(b))
-    return fan.eval()
+    return as_if_fine_tuned(fan, std=0.1, statistics=0.5).eval()  # every key's norms and alterations differ
 
 
 @pytest.fixture(scope="module")

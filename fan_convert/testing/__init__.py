@@ -51,15 +51,20 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 @torch.no_grad()
-def as_if_fine_tuned(fan: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Module:
+def as_if_fine_tuned(fan: nn.Module, std: float = 0.05, seed: int = 0, *, statistics: float = 0.0) -> nn.Module:
     """Move every per-key parameter (norm copies, weight alterations) by Gaussian noise of
     ``std`` (in place; returns ``fan``), so that the keys differ from each other and from the
-    original as they do after fine-tuning."""
+    original as they do after fine-tuning; ``statistics > 0`` also scales each per-key running
+    variance by ``1 + statistics * U[0, 1)``."""
     g = torch.Generator().manual_seed(seed)
     owners = per_key_state(fan)
     for name, p in fan.named_parameters():
         if name in owners:
             p.add_(std * torch.randn(p.shape, generator=g).to(p))
+    if statistics:
+        for name, b in fan.named_buffers():
+            if name in owners and name.endswith("running_var"):
+                b.mul_(1 + statistics * torch.rand(b.shape, generator=g).to(b))
     return fan
 
 
