@@ -14,7 +14,7 @@ import fan_convert
 from fan_convert import NormBank, WeightAlteration
 from fan_convert.surgery import rules
 from fan_convert.surgery.conversion import ConversionPlan
-from fan_convert.testing import as_if_fine_tuned
+from fan_convert.testing import as_if_fine_tuned, assert_same_at_every_key
 
 KEYS = (4, 8, 16)
 
@@ -40,11 +40,7 @@ class TinyVideoNet(nn.Module):
 def test_adapted_model_equals_original_at_every_key():
     model = randomize_norms(TinyVideoNet()).eval()
     fan = fan_convert.adapt(model, frames=KEYS).eval()
-    x = torch.randn(2, 3, 8, 6, 6)
-    for k in KEYS:
-        with fan_convert.frames(k):
-            assert torch.equal(fan(x), model(x))
-    assert torch.equal(fan(x), model(x))  # T inferred from the clip
+    assert_same_at_every_key(fan, model, torch.randn(2, 3, 8, 6, 6), KEYS)
 
 
 def test_adapt_copies_by_default_and_modifies_in_place_on_request():

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import fan_convert
 from fan_convert.cli import app, cli_args
 from fan_convert.io import CheckpointError, FanFileError, read_checkpoint
-from fan_convert.zoo import build
+from fan_convert.testing import tiny_tsm
 
 runner = CliRunner()
 REDO = "the file is damaged: write it again (fan-convert convert / specialize)"
@@ -25,10 +25,7 @@ FOREIGN = "the file is damaged or was written for another version of the archite
 def files(tmp_path_factory):
     """A valid FAN file, a valid specialized file, and a plain checkpoint of a tiny model."""
     folder = tmp_path_factory.mktemp("valid")
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3).eval()
+    model = tiny_tsm()
     torch.save({"state_dict": model.state_dict(), "epoch": 3}, folder / "tiny.pth")
     fan = fan_convert.adapt(model, (4, 8))
     return {

@@ -26,7 +26,7 @@ from fan_convert.deploy import (
 from fan_convert.deploy import budget as budget_module
 from fan_convert.deploy import export as export_module
 from fan_convert.io import OutputError
-from fan_convert.testing import as_if_fine_tuned
+from fan_convert.testing import as_if_fine_tuned, tiny_tsm
 from fan_convert.train.evaluate import save_results
 from fan_convert.zoo import build
 
@@ -36,11 +36,7 @@ runner = CliRunner()
 
 
 def tiny_fan() -> nn.Module:
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3).eval()
-        fan = fan_convert.adapt(model, frames=KEYS)
+    fan = fan_convert.adapt(tiny_tsm(), frames=KEYS)
     return as_if_fine_tuned(fan, std=0.1, statistics=0.5).eval()  # every key's norms and alterations differ
 
 

@@ -15,7 +15,7 @@ from fan_convert.deploy import dynamic as dynamic_module
 from fan_convert.deploy.dynamic import check_frames_for, dynamic_form, export
 from fan_convert.io import OutputError
 from fan_convert.nn.stacked import StackedAlteration, StackedNorm, key_index_for
-from fan_convert.testing import as_if_fine_tuned
+from fan_convert.testing import as_if_fine_tuned, tiny_tsm
 from fan_convert.zoo import build
 
 KEYS = (4, 8, 16)
@@ -23,10 +23,7 @@ SIZE = 32
 
 
 def tiny_fan() -> nn.Module:
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fan = fan_convert.adapt(build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3).eval(), frames=KEYS)
+    fan = fan_convert.adapt(tiny_tsm(), frames=KEYS)
     return as_if_fine_tuned(fan, std=0.1, statistics=0.5).eval()  # every key's norms and alterations differ
 
 

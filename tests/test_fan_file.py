@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 
 import fan_convert
 from fan_convert.io import FanFileError, OutputError, load, read_manifest, save, save_specialized
+from fan_convert.testing import assert_same_at_every_key
 
 KEYS = (4, 8, 16)
 
@@ -29,10 +30,7 @@ def test_save_then_load_is_exact_at_every_key(tmp_path):
     fan = trained_fan()
     path = save(fan, tmp_path / "fan.safetensors", **ARCH)
     back = load(path)
-    x = torch.randn(1, 3, 16, 32, 32)
-    for k in KEYS:
-        with fan_convert.frames(k):
-            assert torch.equal(back(x), fan(x))
+    assert_same_at_every_key(fan, back, torch.randn(1, 3, 16, 32, 32), KEYS)
     assert back.fan_plan.to_dict() == fan.fan_plan.to_dict()
     manifest = read_manifest(path)
     assert manifest["kind"] == "fan" and manifest["frames"] == [4, 8, 16] and manifest["trained_at"] == 16

@@ -107,6 +107,13 @@ class _Stack(nn.Module):
     """Per-key tensors of one layer: stacked on a key axis (buffer ``name``), or stored once
     (buffer ``name``, no key axis) when every key holds the same values."""
 
+    def __init__(self, layer: nn.Module):
+        """``layer``: the bank or alteration stacked (its keys and site name are kept)."""
+        super().__init__()
+        self.keys, self.site = layer.keys, layer.site
+        self._shared: list[str] = []
+        self._stacked: list[str] = []
+
     def _add(self, name: str, values: Sequence[torch.Tensor | None]) -> None:
         first = values[0]
         if first is None:
@@ -129,10 +136,7 @@ class StackedNorm(_Stack):
     tensors substituted (:func:`torch.func.functional_call`)."""
 
     def __init__(self, bank: NormBank):
-        super().__init__()
-        self.keys, self.site = bank.keys, bank.site
-        self._shared: list[str] = []
-        self._stacked: list[str] = []
+        super().__init__(bank)
         copies = [bank.norms[str(k)].eval() for k in self.keys]
         self.names = [n for n, _ in copies[0].named_parameters()] + [n for n, _ in copies[0].named_buffers()]
         for name in self.names:
@@ -154,10 +158,7 @@ class StackedAlteration(_Stack):
     (stored once) times ``1 + s_k`` for the active key, computed at run time."""
 
     def __init__(self, alteration: WeightAlteration):
-        super().__init__()
-        self.keys, self.site = alteration.keys, alteration.site
-        self._shared: list[str] = []
-        self._stacked: list[str] = []
+        super().__init__(alteration)
         self.base_layer = alteration.base_layer
         self._add("scales", [alteration.scales[str(k)].detach() for k in self.keys])
 
@@ -203,10 +204,7 @@ class StackedResidualAlteration(_Stack):
     kernels stacked and the active key's gathered."""
 
     def __init__(self, alteration: ResidualAlteration):
-        super().__init__()
-        self.keys, self.site = alteration.keys, alteration.site
-        self._shared: list[str] = []
-        self._stacked: list[str] = []
+        super().__init__(alteration)
         self.base_layer = alteration.base_layer
         first = alteration.adapters[str(self.keys[0])]
         self.padding, self.channels, self.dims = first.padding, first.in_channels, len(first.kernel_size)

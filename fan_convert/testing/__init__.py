@@ -50,6 +50,28 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def tiny_tsm(num_classes: int = 3, seed: int = 0) -> nn.Module:
+    """The small TSM(tiny_resnet) that tests and benchmarks share: random weights (seeded), eval mode."""
+    import warnings
+
+    from ..zoo import build
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build("fan_convert:tiny_resnet", temporal="tsm", num_classes=num_classes).eval()
+
+
+def assert_same_at_every_key(fan: nn.Module, other: nn.Module, clip: torch.Tensor, keys) -> None:
+    """``other`` computes exactly what ``fan`` computes at each key (and with T read from the clip)."""
+    from ..context import frames
+
+    for k in keys:
+        with frames(k):
+            assert torch.equal(other(clip), fan(clip)), f"differs at key {k}"
+    assert torch.equal(other(clip), fan(clip)), "differs with T read from the clip"
+
+
 @torch.no_grad()
 def as_if_fine_tuned(fan: nn.Module, std: float = 0.05, seed: int = 0, *, statistics: float = 0.0) -> nn.Module:
     """Move every per-key parameter (norm copies, weight alterations) by Gaussian noise of
