@@ -10,7 +10,7 @@ from fan_convert.testing import randomize_norms, write_video
 warnings.filterwarnings("ignore", category=FutureWarning)
 torch.set_num_threads(2)
 
-__all__ = ["encode", "randomize_norms", "error_lines"]  # test modules import these from conftest
+__all__ = ["encode", "randomize_norms", "error_lines", "two_class_workspace"]  # test modules import these from conftest
 
 # a step's progress line, printed when piped once the step has run for a second: "<step> ..." or
 # "<step> ... (5 s)"; on a loaded machine a slow refusal can show one before its error line
@@ -28,3 +28,23 @@ def encode(path: Path, n: int, size=(48, 64), seed=0):
     """An H.264 clip whose frame i has brightness 8*i (so frames can be told apart)."""
     h, w = size
     return write_video(path, (np.full((h, w, 3), 8 * i % 256, np.uint8) for i in range(n)), fps=10)
+
+
+def two_class_workspace(root: Path, videos_per_class: int = 2) -> Path:
+    """``root/videos/{a,b}/*.mp4`` (short 32x40 clips) and ``root/fan.safetensors``: a tiny TSM
+    converted at 2 and 4 frames with a 2-class head, by the command line."""
+    from typer.testing import CliRunner
+
+    from fan_convert.cli import app, cli_args
+    from fan_convert.testing import tiny_tsm
+
+    for c in ("a", "b"):
+        (root / "videos" / c).mkdir(parents=True)
+        for v in range(videos_per_class):
+            encode(root / "videos" / c / f"{v}.mp4", 12 + 3 * v, size=(32, 40))
+    torch.save(tiny_tsm(num_classes=2).state_dict(), root / "plain.pth")
+    arch = ["--arch", "fan_convert:tiny_resnet", "--temporal", "tsm", "--num-classes", "2", "--trained-at", "4"]
+    argv = [str(root / "plain.pth"), "--frames", "2", "4", *arch, "-o", str(root / "fan.safetensors")]
+    result = CliRunner().invoke(app, cli_args(argv))
+    assert result.exit_code == 0, result.output
+    return root

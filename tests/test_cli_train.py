@@ -4,12 +4,11 @@ import json
 
 import pytest
 import torch
-from conftest import encode
+from conftest import two_class_workspace
 from typer.testing import CliRunner
 
 import fan_convert
 from fan_convert.cli import app, cli_args
-from fan_convert.zoo import build
 
 runner = CliRunner()
 ARCH = ["--arch", "fan_convert:tiny_resnet", "--temporal", "tsm", "--num-classes", "2"]
@@ -22,16 +21,7 @@ def run(*argv):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    for c in ("a", "b"):
-        (root / "videos" / c).mkdir(parents=True)
-        for v in range(3):
-            encode(root / "videos" / c / f"{v}.mp4", 12 + 3 * v, size=(32, 40))
-    torch.manual_seed(0)
-    torch.save(build("fan_convert:tiny_resnet", temporal="tsm", num_classes=2).state_dict(), root / "plain.pth")
-    result = run(root / "plain.pth", "--frames", 2, 4, *ARCH, "--trained-at", 4, "-o", root / "fan.safetensors")
-    assert result.exit_code == 0, result.output
-    return root
+    return two_class_workspace(tmp_path_factory.mktemp("cli"), videos_per_class=3)
 
 
 def test_train_resume_eval_calibrate(workspace):

@@ -8,8 +8,8 @@ import re
 
 import pytest
 import torch
-from conftest import encode
-from test_trainer import Toy3D, ToyClips
+from conftest import encode, two_class_workspace
+from test_trainer import Toy3D, ToyClips, crash_at
 
 import fan_convert
 from fan_convert.data import MultiViewClips, TemporalBenchmark
@@ -123,14 +123,7 @@ def test_resume_continues_the_same_key_sequence_exactly(tmp_path, options):
     reference.fit()
 
     interrupted = make(tmp_path, checkpoint_every=2, **options)
-    real_step = interrupted.train_step
-
-    def crash_at_step_7(*args, **kwargs):
-        if interrupted.step == 7:  # mid-epoch 2 (6 steps per epoch); the last checkpoint holds 6 steps
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    interrupted.train_step = crash_at_step_7
+    crash_at(interrupted, 7)  # mid-epoch 2 (6 steps per epoch); the last checkpoint holds 6 steps
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
     resumed = make(tmp_path, checkpoint_every=2, **options)
@@ -211,20 +204,11 @@ def test_fan_convert_train_key_schedule(tmp_path):
     from typer.testing import CliRunner
 
     from fan_convert.cli import app, cli_args
-    from fan_convert.zoo import build
 
     def run(*argv):
         return CliRunner().invoke(app, cli_args([str(a) for a in argv]))
 
-    for c in ("a", "b"):
-        (tmp_path / "videos" / c).mkdir(parents=True)
-        for v in range(2):
-            encode(tmp_path / "videos" / c / f"{v}.mp4", 12 + 3 * v, size=(32, 40))
-    torch.manual_seed(0)
-    torch.save(build("fan_convert:tiny_resnet", temporal="tsm", num_classes=2).state_dict(), tmp_path / "plain.pth")
-    arch = ["--arch", "fan_convert:tiny_resnet", "--temporal", "tsm", "--num-classes", "2"]
-    result = run(tmp_path / "plain.pth", "--frames", 2, 4, *arch, "--trained-at", 4, "-o", tmp_path / "fan.safetensors")
-    assert result.exit_code == 0, result.output
+    two_class_workspace(tmp_path)
     common = [tmp_path / "fan.safetensors", "--data", tmp_path / "videos", "--crop", 32, "--resize", 32, "--batch-size", 2]
     result = run("train", *common, "--out-dir", tmp_path / "run", "--key-schedule", "rotate", "--teacher-every", 1, "--workers", 1,
                  "--epochs", 1)

@@ -37,6 +37,18 @@ class ToyClips(torch.utils.data.Dataset):
         return {t: clip[:, :: max(self.frames) // t][:, :t] for t in self.frames}, int(self.labels[i])
 
 
+def crash_at(trainer, step: int) -> None:
+    """Make ``trainer`` stop as if killed (KeyboardInterrupt) when it reaches ``step``."""
+    real_step = trainer.train_step
+
+    def crashing(*args, **kwargs):
+        if trainer.step == step:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    trainer.train_step = crashing
+
+
 def make(tmp_path=None, data=None, **overrides):
     torch.manual_seed(0)
     fan = fan_convert.adapt(Toy3D(), frames=FRAMES)
@@ -61,14 +73,7 @@ def test_resume_after_an_interruption_continues_exactly(tmp_path):
     expected = reference.model.state_dict()
 
     interrupted = make(tmp_path, checkpoint_every=2)
-    real_step = interrupted.train_step
-
-    def crash_at_step_9(*args):
-        if interrupted.step == 9:  # mid-epoch 2 (6 steps per epoch)
-            raise KeyboardInterrupt
-        return real_step(*args)
-
-    interrupted.train_step = crash_at_step_9
+    crash_at(interrupted, 9)  # mid-epoch 2 (6 steps per epoch)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
     resumed = make(tmp_path, checkpoint_every=2)
@@ -211,14 +216,7 @@ def test_an_empty_batch_is_skipped_and_resume_counts_batches_not_steps(tmp_path)
     assert reference.step == 17 and reference.skipped == 12  # one empty batch in epoch 1; 4 clips lost per epoch
 
     interrupted = make(tmp_path, data=BrokenClips(second_batch), checkpoint_every=2)
-    real_step = interrupted.train_step
-
-    def crash_at_step_4(*args):
-        if interrupted.step == 4:  # the 5th batch: the last checkpoint (after 4 batches) holds 3 steps
-            raise KeyboardInterrupt
-        return real_step(*args)
-
-    interrupted.train_step = crash_at_step_4
+    crash_at(interrupted, 4)  # the 5th batch: the last checkpoint (after 4 batches) holds 3 steps
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
     resumed = make(tmp_path, data=BrokenClips(second_batch), checkpoint_every=2)
