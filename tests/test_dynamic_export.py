@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from test_deploy import tiny_fan
 from torch import nn
 
 import fan_convert
@@ -15,21 +16,13 @@ from fan_convert.deploy import dynamic as dynamic_module
 from fan_convert.deploy.dynamic import check_frames_for, dynamic_form, export
 from fan_convert.io import OutputError
 from fan_convert.nn.stacked import StackedAlteration, StackedNorm, key_index_for
-from fan_convert.testing import as_if_fine_tuned, tiny_tsm
 from fan_convert.zoo import build
 
 KEYS = (4, 8, 16)
 SIZE = 32
+fan = pytest.fixture(scope="module", name="fan")(tiny_fan)  # test_deploy's tiny FAN, every key moved apart
 
 
-def tiny_fan() -> nn.Module:
-    fan = fan_convert.adapt(tiny_tsm(), frames=KEYS)
-    return as_if_fine_tuned(fan, std=0.1, statistics=0.5).eval()  # every key's norms and alterations differ
-
-
-@pytest.fixture(scope="module")
-def fan():
-    return tiny_fan()
 
 
 def clip(t: int, seed: int = 0) -> torch.Tensor:
