@@ -41,10 +41,15 @@ def test_a_changed_plain_checkpoint_is_refused_with_the_fix(tmp_path):
         demo.load_plain(tmp_path / "missing.safetensors")
 
 
+def earlier_run(folder, name: str, text: str):
+    """``folder`` holding one file of an earlier run."""
+    folder.mkdir()
+    (folder / name).write_text(text)
+    return folder
+
+
 def test_demo_refuses_to_overwrite_an_earlier_run(tmp_path):
-    out = tmp_path / "fan-demo"
-    out.mkdir()
-    (out / "results.json").write_text('{"earlier": true}')
+    out = earlier_run(tmp_path / "fan-demo", "results.json", '{"earlier": true}')
     result = CliRunner().invoke(app, cli_args(["demo", "--quick", "--out-dir", str(out)]))
     lines = error_lines(result)
     assert len(lines) == 1 and "earlier demo run (results.json)" in lines[0] and "--force" in lines[0], result.output
@@ -57,9 +62,7 @@ def test_demo_refuses_to_overwrite_an_earlier_run(tmp_path):
 
 
 def test_from_scratch_trains_the_plain_model_and_force_overwrites(tmp_path):
-    out = tmp_path / "demo"
-    out.mkdir()
-    (out / "fan.safetensors").write_text("an earlier run")
+    out = earlier_run(tmp_path / "demo", "fan.safetensors", "an earlier run")
     results = demo.run_demo(str(out), config=TINY, from_scratch=True, force=True, progress=False)
     assert results["plain_model"]["trained_here"] is True
     assert results["plain_model"]["equals_shipped_checkpoint"] is False  # one epoch on 32 clips
