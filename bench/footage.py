@@ -154,14 +154,9 @@ class CameraMotion(torch.utils.data.Dataset):
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
 
-    def __len__(self) -> int:
-        return self.size
-
     def set_epoch(self, epoch: int) -> None:
+        """Training clips depend on (seed, index, epoch): a new draw each epoch."""
         self.epoch = int(epoch)
-
-    def label(self, index: int) -> int:
-        return index % len(CLASSES)
 
     def render(self, index: int) -> torch.Tensor:
         """The normalised 16-frame clip of sample ``index``: float ``(3, 16, crop, crop)``."""
@@ -171,7 +166,7 @@ class CameraMotion(torch.utils.data.Dataset):
         start = int(torch.randint(len(video) - CLIP_FRAMES + 1, (), generator=g))
         amount = 0.5 + 0.5 * float(torch.rand((), generator=g))
         frames = video[start : start + CLIP_FRAMES].float() / 255  # (16, 3, H, W)
-        grid = F.affine_grid(camera_path(self.label(index), amount), (CLIP_FRAMES, 3, self.crop, self.crop), align_corners=False)
+        grid = F.affine_grid(camera_path(index % len(CLASSES), amount), (CLIP_FRAMES, 3, self.crop, self.crop), align_corners=False)
         clip = F.grid_sample(frames, grid, align_corners=False, padding_mode="reflection").permute(1, 0, 2, 3)
         return (clip - self.mean) / self.std
 
@@ -182,7 +177,10 @@ class CameraMotion(torch.utils.data.Dataset):
         views = {}
         for t in self.frames:  # evenly spaced frames of the 16-frame clip (segment centres)
             views[t] = clip[:, segment_indices(CLIP_FRAMES, t, train=False)].contiguous()
-        return views, self.label(index)
+        return views, index % len(CLASSES)
+
+    def __len__(self) -> int:
+        return self.size
 
 
 def weights_path() -> Path:
