@@ -223,13 +223,15 @@ def test_head_pools_are_rewritten_exactly_and_run_at_half_and_double_length(name
     assert not by_status(again, "converted")  # idempotent: adapters are not sites
 
 
-def test_s3d_reports_the_module_that_still_fails_and_leaves_sliding_pools_alone():
+def test_s3d_refuses_keys_its_head_pool_cannot_serve_and_leaves_sliding_pools_alone():
     model = s3d_64()
-    sites = find_fixed_t_sites(model, 16, (4, 16), example_input=clip(16, 64))
+    # the head pool sees 2 time steps at 16 frames: 4 frames would be half a step (and features.13,
+    # a (2, 2, 2) stride-2 pool, gets one time step there): refused before anything is run
+    with pytest.raises(ValueError, match=r"'avgpool' .* 2 time steps at trained_at=16 frames, so 4 frames .* multiples of 8"):
+        find_fixed_t_sites(model, 16, (4, 16), example_input=clip(16, 64))
+    sites = find_fixed_t_sites(model, 16, (8, 16), example_input=clip(16, 64))
     assert set(by_status(sites, "converted")) == {"avgpool"}  # branch/downsampling max-pools slide: not sites
-    failed = by_status(sites, "unsupported")
-    assert set(failed) == {"features.13"}  # a (2, 2, 2) stride-2 pool that gets one time step at 4 frames
-    assert "T=4" in failed["features.13"].reason and "Output size is too small" in failed["features.13"].reason
+    assert not by_status(sites, "unsupported")
     assert type(model.avgpool) is nn.AvgPool3d  # the model was given its pool back
 
 

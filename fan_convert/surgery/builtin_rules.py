@@ -5,6 +5,7 @@ docs/conversion-rules.md for what each does."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import nn
@@ -149,6 +150,33 @@ def _frame_count_note(module: nn.Module) -> str:
             "fan_convert.context.clip_frames() for frames folded into the batch) before converting")
 
 
+def check_whole_steps(what: str, steps: int, ctx: BuildContext) -> None:
+    """Refuse keys that do not map to a whole number of ``steps`` (the time steps a fixed-T layer
+    sees at ``ctx.trained_at`` frames): its layer could serve them in a forward (it follows the
+    input) but not be specialised or exported at them, and a ``trained_at`` that gives no whole
+    mapping is usually not the clip length the weights were trained at."""
+    trained_at = ctx.trained_at
+    if not trained_at or steps <= 0:
+        return
+    bad = [k for k in ctx.keys if (k * steps) % trained_at]
+    if not bad:
+        return
+    unit = trained_at // math.gcd(trained_at, steps)
+    raise ValueError(
+        f"'{ctx.path}' ({what}) sees {steps} time steps at trained_at={trained_at} frames, so "
+        f"{', '.join(map(str, bad))} frames do not map to a whole number of its time steps: pass "
+        f"trained_at= the clip length the weights were trained at (e.g. trained_at={steps} if no layer before it "
+        f"strides over time) or choose keys that are multiples of {unit}")
+
+
+def _check_time_pool(pool: nn.Module, ctx: BuildContext) -> None:
+    check_whole_steps(f"{type(pool).__name__} pooling the whole time axis", first(pool.kernel_size), ctx)
+
+
+def _check_position(module: nn.Module, ctx: BuildContext) -> None:
+    check_whole_steps(f"{type(module).__name__}, a temporal positional embedding", _temporal_len(module), ctx)
+
+
 def _residual(module: nn.Module, ctx: BuildContext) -> nn.Module:
     return ResidualAlteration(module, ctx.keys, ctx.kernel_size, site=ctx.path)
 
@@ -167,13 +195,13 @@ RULES: list[Rule] = [
          layer=ResidualAlteration, build=_residual),
     # Fixed-T sites: layers sized to the training clip.
     Rule("fixed_t.time_pool", "fixed_t", (nn.AvgPool3d, nn.MaxPool3d), subclasses=True, layer=AdaptiveTimePool3d,
-         find=_pool_site, observe=True),
+         find=_pool_site, observe=True, check=_check_time_pool),
     Rule("fixed_t.torchvision_mvit_position", "fixed_t", "torchvision.models.video.mvit:PositionalEncoding",
-         layer=InterpolatedMViTPositionalEncoding, note=_position_note,
+         layer=InterpolatedMViTPositionalEncoding, note=_position_note, check=_check_position,
          build=lambda m, ctx: InterpolatedMViTPositionalEncoding.for_module(m, ctx.trained_at)),
     Rule("fixed_t.pytorchvideo_position", "fixed_t",
          "pytorchvideo.layers.positional_encoding:SpatioTemporalClsPositionalEncoding",
-         layer=InterpolatedSpatioTemporalClsPositionalEncoding, note=_position_note,
+         layer=InterpolatedSpatioTemporalClsPositionalEncoding, note=_position_note, check=_check_position,
          build=lambda m, ctx: InterpolatedSpatioTemporalClsPositionalEncoding.for_module(m, ctx.trained_at)),
 ]
 
