@@ -68,6 +68,8 @@ class AdaptiveTimePool3d(FrameUnits, nn.Module):
         # One window over all t steps (the temporal stride is irrelevant then: one output step).
         # At the trained length this is the original call, argument for argument. No branch on t,
         # so torch.fx traces it and torch.compile sees one graph per shape.
+        if isinstance(t, torch.SymInt):  # traced with a dynamic frame axis: a pool's kernel must be an int
+            return self._symbolic(x, t)
         kernel = (t,) + self.kernel_size[1:]
         if self.mode == "max":
             return F.max_pool3d(x, kernel, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices)
@@ -75,6 +77,19 @@ class AdaptiveTimePool3d(FrameUnits, nn.Module):
         if self.divisor_override is None:
             return pooled
         return pooled * (self.trained_len / t)  # divisor d for trained_len steps -> d * t / trained_len
+
+    def _symbolic(self, x: torch.Tensor, t: Any) -> Any:
+        """The same pool for a symbolic T (torch.export with a dynamic frame axis): reduce time
+        first (mean / max over all T steps: one window, no temporal padding), then the spatial
+        pool with a temporal kernel of 1. Equal to the eager call up to float rounding."""
+        kernel = (1,) + self.kernel_size[1:]
+        if self.mode == "max":
+            return F.max_pool3d(x.amax(dim=-3, keepdim=True), kernel, self.stride, self.padding, self.dilation,
+                                self.ceil_mode, self.return_indices)
+        pooled = F.avg_pool3d(x.mean(dim=-3, keepdim=True), kernel, self.stride, self.padding, self.ceil_mode,
+                              self.count_include_pad, self.divisor_override)
+        # avg_pool3d divided the time-mean by d (not by t * d): the eager call's d * t / trained_len is * trained_len
+        return pooled if self.divisor_override is None else pooled * self.trained_len
 
     def specialize(self, frames: int | None = None, *, length: int | None = None) -> nn.Module:
         """The plain pool of the original class for clips of ``frames`` frames (or for inputs

@@ -1,0 +1,43 @@
+"""The all-frame-counts export beyond TSM ResNet and R3D: X3D-S (its head pool over the whole
+time axis follows the traced T) in both formats, with -m slow (about 45 s each on 2 cores)."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import fan_convert
+from fan_convert.deploy.dynamic import export
+from fan_convert.nn.time_pool import AdaptiveTimePool3d
+from fan_convert.testing import as_if_fine_tuned
+
+
+@pytest.mark.parametrize("pool", [
+    nn.AvgPool3d((8, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), count_include_pad=False),
+    nn.AvgPool3d((8, 3, 3), stride=1, divisor_override=20),
+    nn.AvgPool3d((8, 3, 3), stride=1, ceil_mode=True),
+    nn.MaxPool3d((8, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+], ids=["avg-padded", "avg-divisor", "avg-ceil", "max"])
+def test_the_time_pool_for_a_symbolic_t_equals_the_eager_pool(pool):
+    adaptive = AdaptiveTimePool3d(pool, trained_frames=8)
+    for t in (2, 3, 8, 13):
+        x = torch.randn(2, 4, t, 7, 7, generator=torch.Generator().manual_seed(t))
+        assert torch.allclose(adaptive._symbolic(x, t), adaptive(x), atol=1e-6), t
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
+def test_x3d_s_exports_once_for_every_frame_count(tmp_path, suffix):
+    if suffix == ".onnx":
+        pytest.importorskip("onnxruntime")
+    from pytorchvideo.models.x3d import create_x3d
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = create_x3d(input_clip_length=13, input_crop_size=32, model_num_class=5, width_factor=2.0,
+                           depth_factor=2.2, head_dim_out=64, head_activation=None).eval()  # X3D-S at 32 px
+        fan = as_if_fine_tuned(fan_convert.adapt(model, frames=(4, 8, 16), trained_at=13), statistics=0.3).eval()
+        result = export(fan, tmp_path / f"x3d_s{suffix}", input_size=32)
+    assert sorted(result.checked) == [2, 4, 5, 6, 8, 11, 12, 16, 20] and result.max_diff <= 1e-4
