@@ -53,11 +53,11 @@ import hashlib
 import json
 import os
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import footage  # bench/footage.py: the pretrained regime's footage, task and model
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -175,9 +175,19 @@ class Ensemble(nn.Module):
         return torch.stack([m(x).softmax(-1) for m in self.members]).mean(0).log()
 
 
+def _footage():
+    """bench/footage.py (the pretrained regime's footage, task and model), imported on first use."""
+    here = str(Path(__file__).parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import footage
+
+    return footage
+
+
 def new_model(seed: int, recipe: Recipe = Recipe()) -> nn.Module:
     if FOOTAGE is not None:
-        return footage.pretrained_tsm(seed=seed)
+        return _footage().pretrained_tsm(seed=seed)
     torch.manual_seed(seed)
     return TSM(tiny_resnet(num_classes=len(CLASSES), widths=recipe.widths, blocks=recipe.blocks))
 
@@ -198,8 +208,8 @@ def top1(model, val) -> dict[int, float]:
 def datasets(seed: int, recipe: Recipe):
     """(train, val): the built-in benchmark, or the camera-motion task on real footage."""
     if FOOTAGE is not None:
-        return (footage.CameraMotion(FOOTAGE, "train", recipe.train_size, KEYS, seed=seed),
-                footage.CameraMotion(FOOTAGE, "val", recipe.val_size, EVAL_FRAMES, seed=seed))
+        task = _footage().CameraMotion
+        return (task(FOOTAGE, "train", recipe.train_size, KEYS, seed=seed), task(FOOTAGE, "val", recipe.val_size, EVAL_FRAMES, seed=seed))
     return (TemporalBenchmark("train", size=recipe.train_size, frames=KEYS, seed=seed).prerender(),
             TemporalBenchmark("val", size=recipe.val_size, frames=EVAL_FRAMES, seed=seed).prerender())
 
@@ -501,7 +511,7 @@ def main(argv=None) -> dict:
     if args.videos is not None and args.regime != "pretrained":
         parser.error("--videos is for --regime pretrained")
     if args.regime == "pretrained":
-        FOOTAGE, EVAL_BATCH = footage.load_footage(args.videos)[1], 16
+        FOOTAGE, EVAL_BATCH = _footage().load_footage(args.videos)[1], 16
     given = {k: v for k, v in vars(args).items() if k in asdict(base) and v is not None}
     recipe = replace(base, **{k: bool(v) if isinstance(getattr(base, k), bool) else tuple(v) if isinstance(v, list) else v
                               for k, v in given.items()})
