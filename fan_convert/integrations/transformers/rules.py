@@ -190,5 +190,6 @@ def plan_defaults(model: nn.Module) -> dict:
     (``trained_at``) and its ``(B, T, C, H, W)`` input (``frame_axis=1``); empty for other models."""
     from .models import is_hf_video_model
 
-    found = {"trained_at": recorded_frames(model)} if recorded_frames(model) else {}
+    trained = recorded_frames(model)
+    found = {"trained_at": trained} if trained else {}
     return {**found, "frame_axis": 1} if is_hf_video_model(model) else found
