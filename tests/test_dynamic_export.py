@@ -118,8 +118,8 @@ def test_bad_arguments_and_a_failed_check_leave_no_file(fan, tmp_path, monkeypat
         export(fan, tmp_path / "missing" / "m.pt2", input_size=SIZE)
     real = dynamic_module.dynamic_form
 
-    def spoiled(model):
-        form = real(model)
+    def spoiled(model, *args):
+        form = real(model, *args)
         with torch.no_grad():
             form.model.backbone.fc.bias.add_(0.01)
         return form

@@ -41,3 +41,48 @@ def test_x3d_s_exports_once_for_every_frame_count(tmp_path, suffix):
         fan = as_if_fine_tuned(fan_convert.adapt(model, frames=(4, 8, 16), trained_at=13), statistics=0.3).eval()
         result = export(fan, tmp_path / f"x3d_s{suffix}", input_size=32)
     assert sorted(result.checked) == [2, 4, 5, 6, 8, 11, 12, 16, 20] and result.max_diff <= 1e-4
+
+
+def _catalog_fan(spec: str):
+    from fan_convert.zoo import build
+    from fan_convert.zoo.catalog import ZOO
+
+    entry = next(e for e in ZOO if e.spec == spec)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build(spec, **entry.kwargs).eval()
+        fan = fan_convert.adapt(model, frames=entry.frames, trained_at=entry.trained_at)
+    return as_if_fine_tuned(fan, statistics=0.3).eval(), entry
+
+
+@pytest.mark.parametrize("spec,suffix,frames", [
+    ("hf:videomae", ".pt2", [4, 6, 8, 12, 16, 20]),  # tubelets of 2: even T only, from 2 tubelets
+    ("hf:videomae", ".onnx", [4, 6, 8, 12, 16, 20]),
+    ("hf:timesformer", ".pt2", [2, 4, 5, 6, 8, 11, 12, 16, 20]),  # one frame per time step: any T from 2
+    pytest.param("hf:timesformer", ".onnx", [2, 4, 5, 6, 8, 11, 12, 16, 20], marks=pytest.mark.slow),
+    pytest.param("hf:vivit", ".pt2", [4, 6, 8, 12, 16, 20], marks=pytest.mark.slow),
+    pytest.param("hf:vivit", ".onnx", [4, 6, 8, 12, 16, 20], marks=pytest.mark.slow),
+])
+def test_video_transformers_export_once_for_every_frame_count(tmp_path, spec, suffix, frames):
+    """The temporal position tables follow the traced T (a prefix of a long sinusoid table,
+    learned embeddings resampled at a symbolic length), and a tubelet model's frame axis is a
+    multiple of its tubelet: one artifact, checked at every key and between and outside them."""
+    pytest.importorskip("transformers")
+    if suffix == ".onnx":
+        pytest.importorskip("onnxruntime")
+    from fan_convert.deploy.dynamic import frame_multiple
+
+    fan, entry = _catalog_fan(spec)
+    result = export(fan, tmp_path / f"model{suffix}", input_size=entry.size, max_frames=32)
+    multiple = frame_multiple(fan)
+    assert result.frames == (2 * multiple, 32)
+    assert sorted(result.checked) == frames and result.max_diff <= 1e-4 and not result.skipped
+
+
+def test_a_tubelet_model_refuses_frame_counts_that_are_not_whole_tubelets(tmp_path):
+    pytest.importorskip("transformers")
+    fan, entry = _catalog_fan("hf:videomae")
+    with pytest.raises(ValueError, match="does not run at 5 frames.*whole number of tubelets"):
+        export(fan, tmp_path / "model.pt2", input_size=entry.size, frames=[4, 5])
+    assert not (tmp_path / "model.pt2").exists()

@@ -151,17 +151,18 @@ def _export_every_frame_count(fan, model_file: Path, output, fmt: str, size: int
     size measured against one specialized export (of the largest key) made alongside."""
     import tempfile
 
-    from ..deploy.dynamic import export, frame_range
+    from ..deploy.dynamic import export, frame_multiple, frame_range
     from ..deploy.export import WRITERS, export_verified
     from ..io import check_output
 
     keys = tuple(fan.fan_plan.frames)
     path = output if output is not None else model_file.with_name(f"{model_file.name.split('.')[0]}{WRITERS[fmt].suffix}")
     check_output(path, overwrite=force)
-    low, high = frame_range(keys, max_frames)
+    multiple = frame_multiple(fan)
+    low, high = frame_range(keys, max_frames, multiple)
     metadata = artifact_metadata(fan, keys[-1], size, batch, dynamic_batch, model_file.name)
     del metadata["key"]
-    metadata.update(frames="any", frame_range=[low, high], keys=list(keys))
+    metadata.update(frames="any", frame_range=[low, high], frame_multiple=multiple, keys=list(keys))
     shape = metadata["input"]["shape"]
     shape[1 if metadata["input"]["layout"] == "BTCHW" else 2] = "T"
     result = export(fan, path, format=fmt, input_size=size, batch=batch, dynamic_batch=dynamic_batch, max_frames=max_frames,
@@ -181,7 +182,7 @@ def _export_every_frame_count(fan, model_file: Path, output, fmt: str, size: int
     skipped = "".join(f"; not checked at {t} frames: the FAN itself fails there ({why})" for t, why in result.skipped.items())
     console.print(f"{result.path}: {_file_size(result.bytes)}, {result.bytes / one:.3f}x one specialized export "
                   f"({_file_size(one)} at {keys[-1]} frames; one per key: about {_file_size(one * len(keys))}); takes {low} to "
-                  f"{high} frames, runs the nearest key of {', '.join(map(str, keys))} (a tie: the higher); all within --atol "
+                  f"{high} frames{f' (multiples of {multiple})' if multiple > 1 else ''}, runs the nearest key of {', '.join(map(str, keys))} (a tie: the higher); all within --atol "
                   f"{atol:g}{skipped}", highlight=False)
     console.print(input_line(fan, size).replace("T frames", "T frames (any T in range)"), highlight=False)
 

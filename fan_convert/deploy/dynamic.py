@@ -14,6 +14,7 @@ atomically and verified, loaded back, against the FAN at every T checked.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 import warnings
@@ -30,6 +31,7 @@ from ..context import check_frame_count, nearest_key
 from ..errors import describe
 from ..io.atomic import atomic_write, check_output
 from ..nn.alteration import ResidualAlteration, WeightAlteration
+from ..nn.frame_following import FrameFollowing
 from ..nn.norm_bank import NormBank
 from ..nn.stacked import FrameIndexed, StackedAlteration, StackedNorm, StackedResidualAlteration
 from ..nn.time_pool import AdaptiveTimePool3d
@@ -38,7 +40,7 @@ from ..surgery import rules as surgery_rules
 from .clips import make_clip
 from .export import WRITERS, ExportError, VerificationError, _check_packages, _max_diff, format_for, full_fp32
 
-__all__ = ["dynamic_form", "export", "DynamicExportResult", "check_frames_for", "frame_range"]
+__all__ = ["dynamic_form", "export", "DynamicExportResult", "check_frames_for", "frame_range", "frame_multiple"]
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,15 @@ class DynamicExportResult:
         return max(self.checked.values())
 
 
-def dynamic_form(fan: nn.Module) -> FrameIndexed:
+def dynamic_form(fan: nn.Module, max_frames: int | None = None) -> FrameIndexed:
     """The branch-free form of ``fan`` for export (a deep copy; ``fan`` is left alone): every
     :class:`~fan_convert.nn.NormBank` becomes a :class:`~fan_convert.nn.stacked.StackedNorm`,
     every :class:`~fan_convert.nn.WeightAlteration` a
     :class:`~fan_convert.nn.stacked.StackedAlteration` (or, its scales equal at every key, the
     layer with them folded in), every ``ResidualAlteration`` a stacked one, under a
-    :class:`~fan_convert.nn.stacked.FrameIndexed` root that reads T from the input.
+    :class:`~fan_convert.nn.stacked.FrameIndexed` root that reads T from the input. Position
+    tables that grow with the clip are made long enough for ``max_frames`` (default: the top of
+    :func:`frame_range`) and sliced.
 
     Raises ValueError naming the layer when a part cannot take a dynamic frame count.
 
@@ -81,7 +85,10 @@ def dynamic_form(fan: nn.Module) -> FrameIndexed:
             raise ValueError(f"'{path}' is a max pool over time that returns indices; its indices depend on the "
                              "traced T, so it cannot be exported with a dynamic frame axis (export one T: --frames)")
     model = copy.deepcopy(fan).eval()
+    longest = frame_range(plan.frames, max_frames)[1]
     for path, m in list(model.named_modules()):
+        if callable(getattr(type(m), "extend_to", None)):
+            m.extend_to(longest)
         if isinstance(m, NormBank):
             replace_module(model, path, StackedNorm(m))
         elif isinstance(m, WeightAlteration):
@@ -97,19 +104,26 @@ def dynamic_form(fan: nn.Module) -> FrameIndexed:
     return FrameIndexed(model, plan.frames, plan.frame_axis).eval()
 
 
-def frame_range(keys: Sequence[int], max_frames: int | None = None) -> tuple[int, int]:
-    """The frame counts an artifact takes by default: 2 to four times the largest key (at least 32).
+def frame_range(keys: Sequence[int], max_frames: int | None = None, multiple: int = 1) -> tuple[int, int]:
+    """The frame counts an artifact takes by default: 2 to four times the largest key (at least
+    32); with tubelets of ``multiple`` frames (:func:`frame_multiple`), two tubelets to the last
+    whole tubelet within that.
 
-    Not 1: a one-frame clip makes size-1 axes whose strides torch.export specialises on (a
-    (B, C, T, H, W) clip folded to (B*T, C, H, W) is a view only when T != 1), so one graph
-    cannot serve T = 1 and T > 1 alike; a one-frame video is no video for these models anyway."""
-    high = max_frames if max_frames is not None else max(4 * max(keys), 32)
-    return 2, check_frame_count(high, "max_frames")
+    Not one step: a one-frame clip (or one tubelet) makes size-1 axes whose strides torch.export
+    specialises on (a (B, C, T, H, W) clip folded to (B*T, C, H, W) is a view only when T != 1),
+    so one graph cannot serve one time step and more alike; a one-frame video is no video for
+    these models anyway."""
+    high = check_frame_count(max_frames if max_frames is not None else max(4 * max(keys), 32), "max_frames")
+    low = 2 * multiple
+    if high < low:
+        raise ValueError(f"max_frames={high} is below the smallest clip this model takes as a video ({low} frames)")
+    return low, high - high % multiple
 
 
-def check_frames_for(keys: Sequence[int], high: int) -> list[int]:
+def check_frames_for(keys: Sequence[int], high: int, low: int = 2, multiple: int = 1) -> list[int]:
     """The frame counts to verify by default: every key, each tie between neighbours (which goes
-    to the higher key) and the count just below it, half the smallest key, and past the largest.
+    to the higher key) and the count just below it, half the smallest key, and past the largest
+    (those in ``low..high`` that are whole multiples of ``multiple``).
 
     Example::
 
@@ -122,7 +136,7 @@ def check_frames_for(keys: Sequence[int], high: int) -> list[int]:
             ts |= {(a + b) // 2, (a + b) // 2 - 1}
         else:
             ts |= {(a + b) // 2, (a + b) // 2 + 1}
-    return sorted(t for t in ts if 2 <= t <= high)
+    return sorted(t for t in ts if low <= t <= high and t % multiple == 0)
 
 
 def _reason(err: BaseException) -> str:
@@ -133,8 +147,21 @@ def _reason(err: BaseException) -> str:
     return describe(err) + (f": {guard[:300]}" if guard else "")
 
 
-def _dynamic_shapes(example: Any, axis: int, low: int, high: int, dynamic_batch: bool) -> tuple:
-    frames = torch.export.Dim("frames", min=low, max=high)
+def frame_multiple(fan: nn.Module) -> int:
+    """The frame counts the FAN takes are multiples of this: the least common multiple of its
+    tubelet sizes (layers that embed several frames as one time step), 1 when there are none."""
+    unit = 1
+    for m in fan.modules():
+        if isinstance(m, FrameFollowing):
+            unit = math.lcm(unit, m.frame_unit)
+    return unit
+
+
+def _dynamic_shapes(example: Any, axis: int, low: int, high: int, dynamic_batch: bool, unit: int = 1) -> tuple:
+    if unit == 1:
+        frames = torch.export.Dim("frames", min=low, max=high)
+    else:  # whole tubelets only: T = unit * steps
+        frames = unit * torch.export.Dim("steps", min=low // unit, max=high // unit)
     dims = {axis: frames}
     if dynamic_batch:
         dims[0] = torch.export.Dim("batch", min=1, max=4096)
@@ -174,11 +201,12 @@ def export(fan: nn.Module, path: str | os.PathLike, *, format: str | None = None
     path = check_output(path, overwrite)
     _check_packages(format)
     keys = tuple(plan.frames)
-    low, high = frame_range(keys, max_frames)
+    multiple = frame_multiple(fan)
+    low, high = frame_range(keys, max_frames, multiple)
     if high < keys[-1]:
         raise ValueError(f"max_frames={high} is below the largest trained key {keys[-1]}; give at least {keys[-1]}")
     given = frames is not None
-    ts = sorted({check_frame_count(t, "each of frames") for t in frames}) if given else check_frames_for(keys, high)
+    ts = sorted({check_frame_count(t, "each of frames") for t in frames}) if given else check_frames_for(keys, high, low, multiple)
     outside = [t for t in ts if not low <= t <= high]
     if outside:
         raise ValueError(f"frames {outside} are outside the artifact's range {low}..{high}; raise max_frames or drop them")
@@ -206,11 +234,11 @@ def export(fan: nn.Module, path: str | os.PathLike, *, format: str | None = None
         del clips[t]
 
     try:
-        form = dynamic_form(fan)
+        form = dynamic_form(fan, high)
     except ValueError as err:
         raise ExportError(str(err)) from err
     trace = make_clip(fan, keys[-1], input_size, batch=2 if dynamic_batch and batch == 1 else batch, device=device)
-    shapes = _dynamic_shapes(trace, plan.frame_axis, low, high, dynamic_batch)
+    shapes = _dynamic_shapes(trace, plan.frame_axis, low, high, dynamic_batch, multiple)
     try:
         # Size-oblivious: a time axis that strided layers bring down to 1 step at small T (R3D's at
         # T <= 8) is not specialised on; torch.onnx's own capture does the same. Every T is verified.

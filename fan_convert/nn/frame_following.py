@@ -126,7 +126,7 @@ class FrameFollowing(FrameUnits, nn.Module):
         with clip(t):  # the module's own input says how long the clip is
             return super().forward(*args, **kwargs)
 
-    def _input_frames(self, args: tuple, kwargs: dict) -> int | None:
+    def _input_frames(self, args: tuple, kwargs: dict) -> int | torch.SymInt | None:
         """T from this module's input when its forward takes the clip (``pixel_values*``, as
         ``(B, T, C, H, W)``) or the clip's shape (``input_shape``); else None."""
         names = _forward_parameters(self.original_class)
@@ -135,7 +135,8 @@ class FrameFollowing(FrameUnits, nn.Module):
                 value = kwargs.get(name, args[names.index(name)] if names.index(name) < len(args) else None)
                 shape = value.shape if isinstance(value, torch.Tensor) else value
                 if isinstance(shape, (tuple, list)) and len(shape) == 5:
-                    return int(shape[index])
+                    t = shape[index]  # a SymInt while torch.export traces a dynamic frame axis: kept symbolic
+                    return t if isinstance(t, torch.SymInt) else int(t)
         return None
 
     @property

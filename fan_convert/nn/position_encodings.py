@@ -29,9 +29,10 @@ __all__ = [
 def interpolate_time(embed: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     """``embed`` resampled linearly along ``dim`` to ``length`` entries (sample centres aligned,
     ``align_corners=False``: entry i of the result sits at (i + 0.5) * old / new - 0.5 of the
-    original). Returns ``embed`` itself when the length already matches (exact identity)."""
+    original). Returns ``embed`` itself when the length already matches (exact identity; a
+    symbolic length, traced for any frame count, is resampled, which is exact at equal length too)."""
     old = embed.shape[dim]
-    if old == length:
+    if not isinstance(length, torch.SymInt) and old == length:
         return embed
     moved = embed.movedim(dim, -1)
     rows = moved.reshape(1, -1, old)

@@ -54,6 +54,8 @@ class SinusoidFramePositions(FrameFollowing):
         """The table for clips of ``frames`` frames (the stored one at the training length)."""
         trained = self.__dict__["position_embeddings"]
         n = self.time_steps(frames) * self.spatial
+        if isinstance(n, torch.SymInt):  # traced for any frame count: a prefix of the longest table
+            return self._longest()[:, :n]
         if n <= trained.shape[1]:
             return trained if n == trained.shape[1] else trained[:, :n]
         if n not in self._tables:
@@ -64,6 +66,18 @@ class SinusoidFramePositions(FrameFollowing):
                     "it cannot be extended to longer clips")
             self._tables[n] = table.to(trained.dtype)
         return self._tables[n]
+
+    def extend_to(self, frames: int) -> None:
+        """Keep the table for clips of up to ``frames`` frames, so a trace over a symbolic frame
+        count (one artifact for every T) slices it instead of branching on the length."""
+        self._tables["longest"] = self.table_for(max(frames, self.trained_frames))
+
+    def _longest(self) -> torch.Tensor:
+        table = self._tables.get("longest")
+        if table is None:
+            raise ValueError(f"{self.original_class.__name__}'s position table has no length for a symbolic frame count; "
+                             "call extend_to(max_frames) first")
+        return table
 
     def following(self, name: str) -> torch.Tensor:
         return self.table_for(self.frames_now)

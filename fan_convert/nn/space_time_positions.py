@@ -38,8 +38,8 @@ class SpaceTimePositions(FrameFollowing):
         """The position embedding for clips of ``frames`` frames (the parameter itself at training)."""
         embedding = self._parameters["position_embeddings"]
         steps = self.time_steps(frames)
-        if steps == self.trained_len:
-            return embedding
+        if not isinstance(steps, torch.SymInt) and steps == self.trained_len:
+            return embedding  # (traced for any frame count, the resampling below is exact at this length too)
         head = int(self.class_token)
         grid = embedding[:, head:].reshape(self.trained_len, self.spatial, embedding.shape[-1])
         grid = interpolate_time(grid, steps, dim=0).reshape(1, steps * self.spatial, embedding.shape[-1])
