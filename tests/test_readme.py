@@ -33,6 +33,7 @@ NOT_RUN = {
     "pip install": "installs packages: the test environment is already installed",
     "python -m pytest": "runs this test suite (.ci/run runs it in a fresh environment)",
     "torchrun --nproc-per-node 8": "needs 8 processes (tests/test_ddp.py runs a 2-process torchrun)",
+    "torchrun --nnodes": "needs several machines (tests/test_multinode.py runs fine-tune.md's commands as 2 local machines)",
     "python bench/table1.py": "48 minutes (tests/test_bench.py runs its --quick configuration)",
     "PYTHONPATH=. python bench/gpu_check.py": "needs a CUDA GPU (tests/test_gpu_check.py runs its CPU parts)",
 }

@@ -177,12 +177,17 @@ def train(
         trainer = Trainer(fan, dataset, config)
         if resume:
             if not trainer.checkpoint_path.exists():
-                raise ValueError(f"nothing to resume: '{trainer.checkpoint_path}' does not exist; run without --resume")
+                missing = f"nothing to resume: '{trainer.checkpoint_path}' does not exist"
+                if trainer.world > 1:
+                    raise ValueError(f"{missing} on this machine; --out-dir must be on storage that every machine sees "
+                                     "(a new run: run without --resume)")
+                raise ValueError(f"{missing}; run without --resume")
             trainer.resume(trainer.checkpoint_path)
         if val_data is not None and trainer.rank == 0:
             trainer.epoch_hooks.append(_validation(val_data, frames, batch_size, workers, trainer.device))
-        for path in earlier:  # --force: the old run's log and checkpoint go, now that the new run can start
-            path.unlink()
+        # --force: the old run's log and checkpoint go, now that the new run can start (rank 0: one shared folder)
+        for path in earlier if trainer.rank == 0 else ():
+            path.unlink(missing_ok=True)
     with step(None):
         history = trainer.fit()
         if trainer.rank == 0:

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import Skipped, collate_views
+from ..io.atomic import atomic_write
 from .checkpointing import load_training_state, save_training_state
 from .distributed import EpochSampler, MultiView, distributed_context, gather_rows, own_row, resolve_device, uses_every_key
 from .frame_counts import bind_frames, model_keys, resolve_frames
@@ -201,6 +202,7 @@ class Trainer:
         self.step, self.epoch, self.skipped = state["step"], state["epoch"], state["skipped"]
         self.batch_in_epoch = state.get("batch_in_epoch", self.step - self.epoch * self.steps_per_epoch)
         self.history = json.loads(state["history"])
+        self._rewrite_log()
         cpu_rng, exact = own_row(state["rng"], self.rank, self.world)
         torch.set_rng_state(cpu_rng)
         if self.device.type == "cuda" and "cuda_rng" in state:
@@ -242,6 +244,15 @@ class Trainer:
             "history": json.dumps(self.history), "rng": rng, **({"cuda_rng": cuda_rng} if cuda_rng is not None else {}),
             "config": json.dumps(asdict(self.config)),
         })
+
+    def _rewrite_log(self) -> None:
+        """``out_dir/log.jsonl`` as the checkpoint's history (rank 0): an epoch logged after the
+        checkpoint, by a run killed before its next checkpoint, is trained again and must not
+        appear twice."""
+        if self.rank == 0 and self.config.out_dir:
+            lines = "".join(json.dumps(record) + "\n" for record in self.history)
+            Path(self.config.out_dir).mkdir(parents=True, exist_ok=True)
+            atomic_write(Path(self.config.out_dir) / "log.jsonl", lambda temp: Path(temp).write_text(lines), overwrite=True)
 
     def _log(self, record: dict) -> None:
         self.history.append(record)
@@ -380,7 +391,10 @@ class Trainer:
                     clips += labels.numel()
                     stats = partial(_stats, means, clips, started)  # a read-back: every log_every steps, or when a line is due
                     progress.advance(stats() if means.unread >= config.log_every else None, fresh=stats)
-                    if config.checkpoint_every and self.batches_done % config.checkpoint_every == 0:
+                    # not after the epoch's last batch: the epoch-end checkpoint follows, and a resume from there
+                    # would start an empty epoch and log it a second time
+                    if config.checkpoint_every and self.batches_done % config.checkpoint_every == 0 \
+                            and self.batch_in_epoch < self.steps_per_epoch:
                         self.save_checkpoint()
                 progress.finish(f"{means.summary()}, {clips / (time.perf_counter() - started):.1f} clips/s")
                 self.epoch += 1
