@@ -160,3 +160,42 @@ def test_the_cli_exports_one_artifact_without_frames(fan, tmp_path):
     assert again.exit_code == 2 and "already exists" in again.output
     bad = invoke("export", fan_file, "--frames", "8", "--max-frames", "40", "-o", tmp_path / "x.pt2")
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1 and "--max-frames is for" in bad.output
+
+
+class _FirstFrames(nn.Module):
+    """Halves a clip of more than 8 frames: a Python branch on the frame count, which one traced graph cannot serve."""
+
+    def forward(self, x):
+        return x[:, :, ::2] if x.shape[2] > 8 else x
+
+
+def test_a_layer_that_fixes_t_is_named_in_the_refusal(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(), _FirstFrames(),
+                          nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fan = fan_convert.adapt(model, frames=KEYS, trained_at=16).eval()
+    with pytest.raises(fan_convert.deploy.ExportError) as info:
+        export(fan, tmp_path / "m.pt2", input_size=8)
+    message = str(info.value)
+    assert "\n" not in message and "'model.3' (_FirstFrames) fixes the frame count at" in message
+    assert "test_dynamic_export.py" in message and "in forward" in message and "(--frames)" in message
+    assert not (tmp_path / "m.pt2").exists() and not list(tmp_path.iterdir())
+
+
+def test_recording_guards_prints_nothing_and_leaves_torch_logging_as_it_was(capfd):
+    import logging
+
+    from fan_convert.deploy.guards import GuardLog
+
+    logger = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    model = nn.Sequential(nn.Conv3d(3, 2, 1), _FirstFrames()).eval()
+    x = torch.randn(1, 3, 12, 4, 4)
+    frames = torch.export.Dim("frames", min=2, max=32)
+    with GuardLog(model) as log, pytest.raises(Exception):
+        torch.export.export(model, (x,), dynamic_shapes=({2: frames},), strict=False)
+    assert log.culprit().module == "1" and log.culprit().kind == "_FirstFrames"
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before
+    assert "guard added" not in capfd.readouterr().err

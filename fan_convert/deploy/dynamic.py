@@ -38,6 +38,7 @@ from ..nn.time_pool import AdaptiveTimePool3d
 from ..surgery import get_plan, replace_module
 from ..surgery import rules as surgery_rules
 from .clips import make_clip
+from .guards import GuardLog
 from .export import WRITERS, ExportError, VerificationError, _check_packages, _max_diff, format_for, full_fp32
 
 __all__ = ["dynamic_form", "export", "DynamicExportResult", "check_frames_for", "frame_range", "frame_multiple"]
@@ -242,11 +243,14 @@ def export(fan: nn.Module, path: str | os.PathLike, *, format: str | None = None
     try:
         # Size-oblivious: a time axis that strided layers bring down to 1 step at small T (R3D's at
         # T <= 8) is not specialised on; torch.onnx's own capture does the same. Every T is verified.
-        with warnings.catch_warnings(), torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+        with warnings.catch_warnings(), torch.no_grad(), fx_config.patch(backed_size_oblivious=True), GuardLog(form) as log:
             warnings.simplefilter("ignore")
             program = torch.export.export(form, (fresh(trace),), dynamic_shapes=shapes, strict=False)
     except Exception as err:
-        raise ExportError(f"torch.export could not export the model with a dynamic frame axis ({_reason(err)})") from err
+        culprit = log.culprit()
+        why = culprit.describe() if culprit is not None else _reason(err)
+        raise ExportError(f"torch.export could not export the model with a dynamic frame axis: {why}; "
+                          "export one T at a time (--frames)") from err
     del form
     checked: dict[int, float] = {}
 
