@@ -179,7 +179,7 @@ def test_a_layer_that_fixes_t_is_named_in_the_refusal(tmp_path):
     with pytest.raises(fan_convert.deploy.ExportError) as info:
         export(fan, tmp_path / "m.pt2", input_size=8)
     message = str(info.value)
-    assert "\n" not in message and "'model.3' (_FirstFrames) fixes the frame count at" in message
+    assert "\n" not in message and "'3' (_FirstFrames) fixes the frame count at" in message
     assert "test_dynamic_export.py" in message and "in forward" in message and "(--frames)" in message
     assert not (tmp_path / "m.pt2").exists() and not list(tmp_path.iterdir())
 

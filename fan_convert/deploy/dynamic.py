@@ -243,7 +243,7 @@ def export(fan: nn.Module, path: str | os.PathLike, *, format: str | None = None
     try:
         # Size-oblivious: a time axis that strided layers bring down to 1 step at small T (R3D's at
         # T <= 8) is not specialised on; torch.onnx's own capture does the same. Every T is verified.
-        with warnings.catch_warnings(), torch.no_grad(), fx_config.patch(backed_size_oblivious=True), GuardLog(form) as log:
+        with warnings.catch_warnings(), torch.no_grad(), fx_config.patch(backed_size_oblivious=True), GuardLog(form.model) as log:
             warnings.simplefilter("ignore")
             program = torch.export.export(form, (fresh(trace),), dynamic_shapes=shapes, strict=False)
     except Exception as err:
