@@ -95,3 +95,15 @@ def test_x3d_s_at_4_8_16_is_refused_at_adapt_time_naming_the_pool_and_the_fix():
         fan = fan_convert.adapt(model, frames=(4, 8, 16), trained_at=13)  # X3D-S's native clip: every key serves
         for k in (4, 8, 16):
             assert not any(isinstance(m, NormBank) for m in fan_convert.specialize(fan, k).modules())
+
+
+def test_a_head_pool_read_against_an_assumed_trained_at_is_warned_about():
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = build("pytorchvideo:x3d_xs")  # trained at 4 frames; its head pool averages 4 time steps
+    with torch.device("meta"):
+        with pytest.warns(UserWarning, match=r"'blocks.5.pool.pool' pools .* trained_at=16, the largest key.*pass trained_at="):
+            fan_convert.plan(model, frames=(4, 8, 16))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fan_convert.plan(model, frames=(4, 8, 16), trained_at=4)  # given: nothing to warn about

@@ -74,6 +74,7 @@ def plan(
     """
     keys = check_frames(frames)
     implied = rules.model_defaults(model)  # e.g. a transformers config records its training clip
+    assumed = trained_at is None and not implied.get("trained_at")
     if trained_at is None:
         trained_at = implied.get("trained_at") or keys[-1]
     trained_at = check_frame_count(trained_at, "trained_at")
@@ -134,6 +135,8 @@ def plan(
             continue
         result.sites.append(_alteration_site(path, module, keys, kernel_size, excluded, safety, explicit is not None))
     result.sites += find_fixed_t_sites(model, trained_at, keys, example_input, frame_axis=frame_axis)
+    if assumed and example_input is None:
+        _warn_assumed_clip_length(result)
     position = {p: i for i, (p, _) in enumerate(everything)}
     result.sites.sort(key=lambda s: position.get(s.path, -1))
     _warn_unsupported(result)
@@ -233,6 +236,17 @@ def _alteration_site(path, module, keys, kernel_size, excluded, safety, explicit
         return Site(path, "alteration", name, "", UNSUPPORTED, reason=problem)
     per_key = input_channels(module) * (kernel_size ** (module.weight.dim() - 2) if kernel_size > 1 else 1)
     return Site(path, ALTERATION, name, rule.layer.__name__, CONVERTED, len(keys) * per_key, rule=rule.name)
+
+
+def _warn_assumed_clip_length(conversion: ConversionPlan) -> None:
+    """A head pool sized to the training clip, read against a trained_at nobody gave: say so."""
+    pools = [s for s in conversion.select("fixed_t", status=CONVERTED) if s.rule == "fixed_t.time_pool"]
+    if pools:
+        warnings.warn(
+            f"fan_convert: '{pools[0].path}' pools a fixed number of time steps, taken to be the whole clip at "
+            f"trained_at={conversion.trained_at}, the largest key, since neither trained_at nor example_input was given; "
+            "if the checkpoint was trained at another clip length (e.g. X3D-XS: 4 frames), pass trained_at= (--trained-at) "
+            "or every sub-network pools the wrong number of steps", UserWarning, stacklevel=3)
 
 
 def _warn_unsupported(conversion: ConversionPlan) -> None:
