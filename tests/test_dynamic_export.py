@@ -158,6 +158,9 @@ def test_the_cli_exports_one_artifact_without_frames(fan, tmp_path):
     assert '"frames": "any"' in meta["fan_convert"] and '"keys": [4, 8, 16]' in meta["fan_convert"]
     again = invoke("export", fan_file, "--input-size", SIZE)  # never replaced without --force
     assert again.exit_code == 2 and "already exists" in again.output
+    also = invoke("export", fan_file, "--frames", "all", "--input-size", SIZE, "-o", tmp_path / "all.pt2")  # the same
+    assert also.exit_code == 0 and (tmp_path / "all.pt2").is_file() and not list(tmp_path.glob("all_*"))
+    assert "takes 2 to 64 frames" in also.output
     bad = invoke("export", fan_file, "--frames", "8", "--max-frames", "40", "-o", tmp_path / "x.pt2")
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1 and "--max-frames is for" in bad.output
 

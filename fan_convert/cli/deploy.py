@@ -66,8 +66,8 @@ def _file_size(n: int) -> str:
 def export_command(
     model_file: Path = typer.Argument(..., metavar="MODEL_FILE", help="A FAN .safetensors written by `fan-convert convert` (or train)."),
     frames: Optional[List[str]] = typer.Option(
-        None, "--frames", "-f", help="Frame count(s) to export one specialized artifact each (--frames 8; --frames all: every "
-        "key); leave it out for ONE artifact that serves every frame count."),
+        None, "--frames", "-f", help="Frame count(s) to export one specialized artifact each (--frames 8; --frames keys: every "
+        "trained key); leave it out (or --frames all) for ONE artifact that serves every frame count."),
     max_frames: Optional[int] = typer.Option(
         None, "--max-frames", help="Without --frames: the most frames the artifact takes (default 4x the largest key, >= 32)."),
     fmt: Optional[str] = typer.Option(
@@ -95,24 +95,26 @@ def export_command(
             raise ValueError(f"--format {fmt!r} is not supported: use one of {', '.join(WRITERS)}")
         fmt = format_for(output, fmt) if output is not None else fmt or "torch-export"
         fan = _load_fan(model_file, trust_factory, "export")
-        if frames is None:
+        every_key = [f.lower() for f in frames or ()] == ["keys"]
+        if frames is None or [f.lower() for f in frames] == ["all"]:
             say("exporting one artifact for every frame count and checking it against the FAN ...")
             _export_every_frame_count(fan, model_file, output, fmt, stored_input_size(input_size, fan, 224), batch,
                                       dynamic_batch, max_frames, atol, force, say)
             return
         if max_frames is not None:
             raise ValueError("--max-frames is for the one artifact of every frame count: leave out --frames, or drop --max-frames")
-        if [f.lower() for f in frames] == ["all"]:
+        if every_key:
             counts = tuple(fan.fan_plan.frames)
         else:
             bad = [f for f in frames if not f.lstrip("-").isdigit()]
             if bad:
-                raise ValueError(f"--frames got {bad[0]!r}: give frame counts (e.g. --frames 8) or all")
+                raise ValueError(f"--frames got {bad[0]!r}: give frame counts (e.g. --frames 8), keys (one file per trained "
+                                 "key) or all (one file for every frame count)")
             counts = check_frames([int(f) for f in frames])
         suffix = WRITERS[fmt].suffix
         if output is None:
             outputs = {t: model_file.with_name(f"{model_file.name.split('.')[0]}_{t}{suffix}") for t in counts}
-        elif len(counts) == 1 and [f.lower() for f in frames] != ["all"]:
+        elif len(counts) == 1 and not every_key:
             outputs = {counts[0]: output}
         else:
             outputs = {t: output.with_name(f"{output.stem}_{t}{output.suffix or suffix}") for t in counts}
