@@ -191,33 +191,59 @@ def _export_every_frame_count(fan, model_file: Path, output, fmt: str, size: int
 
 @app.command()
 def budget(
-    model_file: Path = typer.Argument(..., metavar="MODEL_FILE", help="A FAN .safetensors."),
+    model_file: Path = typer.Argument(..., metavar="MODEL_FILE", help="A FAN .safetensors, or the one artifact for every frame "
+                                      "count (.onnx or .pt2 from `fan-convert export` without --frames)."),
     latency_ms: float = typer.Option(..., "--latency-ms", help="Latency budget for one forward of --batch clips, in ms."),
     device: opt.Device = "cpu",
-    batch: opt.Batch = 1,
+    batch: Optional[int] = typer.Option(
+        None, "--batch", help="Clips per forward (default 1; an artifact: the batch it was exported for, any with --dynamic-batch)."),
     input_size: opt.InputSize(112) = None,
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch.set_num_threads while measuring (default: torch's)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="torch.set_num_threads (an .onnx: onnxruntime's intra-op threads) while measuring (default: theirs)."),
     accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="`fan-convert eval --json` results: the most accurate T."),
     frames: opt.Frames = None,
     warmup: int = typer.Option(3, "--warmup", help="Untimed forwards per frame count."),
     repeats: int = typer.Option(20, "--repeats", help="Timed forwards per frame count (the median is used)."),
     as_json: bool = typer.Option(False, "--json", help="Print the table and the choice as JSON."),
     trust_factory: opt.TrustFactory = False,
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Load a .pt2 artifact: torch.export.load can fall back to unpickling (runs code from the file)."),
 ) -> None:
-    """Measure the specialized model at each frame count and choose the largest (or most accurate) T within a latency budget.
+    """Measure the specialized model (or the all-frame-counts artifact) at each T; choose the largest (or most accurate) that fits.
 
     --frames: the candidates (default: the trained keys and every T in --accuracy). Frame counts
-    already over the budget are not measured further, nor are larger ones.
+    already over the budget are not measured further, nor are larger ones. Given the one artifact
+    for every frame count (model.onnx / model.pt2), that file is run at each T on the CPU, at the
+    clip size recorded in it (a .pt2 needs --trust-pickle).
     """
-    with step(f"loading {model_file} ..."):
-        from ..deploy.budget import choose_frames, read_accuracy
+    artifact = model_file.suffix.lower() in (".onnx", ".pt2")
+    with step(f"loading {model_file} ...", ImportError):
+        from ..deploy.budget import choose_frames, choose_frames_for_artifact, read_accuracy
 
         table = read_accuracy(accuracy) if accuracy is not None else None
-        fan = _load_fan(model_file, trust_factory, "budget")
-    with step("measuring ..."):
-        size = stored_input_size(input_size, fan, 112)
-        result = choose_frames(fan, latency_ms, candidates=frames or None, batch=batch, size=size, device=device,
-                               threads=threads, accuracy=table, warmup=warmup, repeats=repeats, progress=progress)
+        if artifact:
+            from ..deploy.artifact import read_artifact
+
+            recorded = read_artifact(model_file)
+            if device != "cpu":
+                raise ValueError(f"--device {device} does not apply to an artifact: {model_file.name} runs on the CPU "
+                                 "(onnxruntime / torch.export); leave --device out, or pass the FAN file")
+            size = recorded.size
+            if input_size is not None and (input_size, input_size) != size:
+                raise ValueError(f"--input-size {input_size} does not apply: {model_file.name} takes {size[0]}x{size[1]} clips "
+                                 "(recorded at export); leave --input-size out, or export again at that size")
+        else:
+            fan = _load_fan(model_file, trust_factory, "budget")
+    with step("measuring ...", ImportError):
+        if artifact:
+            result = choose_frames_for_artifact(recorded, latency_ms, candidates=frames or None, batch=batch, threads=threads,
+                                                accuracy=table, warmup=warmup, repeats=repeats, progress=progress,
+                                                trust_pickle=trust_pickle)
+        else:
+            size = stored_input_size(input_size, fan, 112)
+            result = choose_frames(fan, latency_ms, candidates=frames or None, batch=1 if batch is None else batch, size=size,
+                                   device=device, threads=threads, accuracy=table, warmup=warmup, repeats=repeats,
+                                   progress=progress)
     if result.chosen is None:
         _fail(result.message)
     if as_json:

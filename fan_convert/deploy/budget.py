@@ -1,9 +1,10 @@
 """Choosing the frame count for a latency budget: measure the specialized (plain) model at each
-candidate T on the deployment device, and pick the largest T — or, given accuracies, the most
-accurate T — whose latency fits.
+candidate T on the deployment device — or the one exported artifact for every frame count, at
+each T — and pick the largest T (or, given accuracies, the most accurate T) whose latency fits.
 
     result = choose_frames(fan, 40.0, threads=2, size=112)
     result.chosen          # e.g. 8, or None when nothing fits (result.message says why)
+    result = choose_frames_for_artifact("r3d.onnx", 40.0, threads=2)   # the artifact, at its recorded size
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,10 +26,11 @@ from ..clips import fresh
 from ..context import check_frame_count, check_frames, nearest_key
 from ..context import frames as select_frames
 from ..surgery import get_plan, specialize
+from .artifact import Artifact, load_runner, read_artifact
 from .clips import make_clip
 from .cost import interleaved_ms
 
-__all__ = ["BudgetResult", "BudgetRow", "choose_frames", "measure_latency", "read_accuracy"]
+__all__ = ["BudgetResult", "BudgetRow", "choose_frames", "choose_frames_for_artifact", "measure_latency", "read_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class BudgetResult:
     rows: list[BudgetRow]
     chosen: int | None
     rule: str  # "largest T" or "most accurate"
-    settings: dict = field(default_factory=dict)  # batch, size, device, threads, warmup, repeats
+    settings: dict = field(default_factory=dict)  # batch, size, device, threads, warmup, repeats (an artifact: runtime too)
 
     def row(self, t: int) -> BudgetRow:
         return next(r for r in self.rows if r.t == t)
@@ -92,7 +94,7 @@ def _where(settings: dict) -> str:
     size = settings.get("size")
     size = f"{size}x{size}" if isinstance(size, int) else "x".join(str(s) for s in size or ())
     threads = settings.get("threads")
-    parts = [f"batch {settings.get('batch')}", size, str(settings.get("device"))]
+    parts = [f"batch {settings.get('batch')}", size, str(settings.get("device")), settings.get("runtime")]
     if threads:
         parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
     return ", ".join(p for p in parts if p)
@@ -224,26 +226,136 @@ def choose_frames(
         print(result.message)
     """
     keys = get_plan(fan).frames
-    if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)) or not latency_ms > 0:
-        raise ValueError(f"the latency budget must be a positive number of milliseconds, got {latency_ms!r}")
-    accuracy = {check_frame_count(int(t) if isinstance(t, str) else t, "accuracy frame count"): float(a)
-                for t, a in (accuracy or {}).items()}
-    if candidates is None:
-        candidates = sorted(set(keys) | set(accuracy))
-    candidates = check_frames(candidates)
+    _check_budget(latency_ms)
+    accuracy = _accuracy(accuracy)
+    candidates = _candidates(candidates, keys, accuracy)
     device = _device(device)
     check_frame_count(repeats, "repeats")
     check_frame_count(batch, "batch")
     _check_warmup(warmup)
     _size(size)  # a bad size stops here, before anything is announced or built
-    say = progress or (lambda line: None)
     settings = {"batch": batch, "size": size, "device": str(device), "threads": threads, "warmup": warmup, "repeats": repeats}
+
+    def build(t: int) -> Callable[[], Any]:
+        plain = specialize(fan, t, unfoldable="keep").to(device).eval()
+        return partial(_forward, plain, make_clip(fan, t, size, batch=batch, device=device))
+
+    return _measure_and_choose(build, keys, latency_ms, candidates, accuracy, settings, within=lambda: num_threads(threads),
+                               sync=_syncer(device), progress=progress)
+
+
+def choose_frames_for_artifact(
+    path: str | os.PathLike | Artifact,
+    latency_ms: float,
+    *,
+    candidates: Sequence[int] | None = None,
+    batch: int | None = None,
+    threads: int | None = None,
+    accuracy: dict[int, float] | None = None,
+    warmup: int = 3,
+    repeats: int = 20,
+    progress: Callable[[str], None] | None = None,
+    trust_pickle: bool = False,
+) -> BudgetResult:
+    """:func:`choose_frames` for the one artifact of every frame count (``fan-convert export``
+    without ``--frames``, :func:`fan_convert.export`): the file itself is run at each candidate T
+    on the CPU — ``.onnx`` with onnxruntime (``threads``: its intra-op threads), ``.pt2`` with
+    ``torch.export.load(path).module()`` (``threads``: :func:`torch.set_num_threads`, restored
+    after) — on random float32 clips of the input shape recorded in the artifact, T filled in.
+
+    Args:
+        path: the ``.onnx`` or ``.pt2`` artifact (or its :func:`~fan_convert.deploy.artifact.read_artifact`).
+        candidates: default: the artifact's keys plus every T in ``accuracy``; each must lie in
+            the artifact's frame range and be a multiple of its ``frame_multiple`` (a tubelet
+            model's tubelet), else ValueError.
+        batch: clips per forward; only for an artifact exported with a dynamic batch (default
+            1). A fixed-batch artifact runs its recorded batch: another value is a ValueError.
+        trust_pickle: a ``.pt2`` is loaded only with ``trust_pickle=True``:
+            :func:`torch.export.load` falls back to unpickling (running code from the file)
+            when the weights-only read fails. An ``.onnx`` needs no trust.
+        latency_ms, threads, accuracy, warmup, repeats, progress: as :func:`choose_frames`.
+
+    Raises:
+        ValueError: a missing file, not a fan-convert artifact, an artifact for one T only (pass
+        the FAN file or the all-frame-counts artifact), bad candidates or batch, an untrusted
+        ``.pt2``; ImportError: onnxruntime missing for an ``.onnx``.
+
+    Example::
+
+        result = choose_frames_for_artifact("r3d.onnx", 40.0, threads=2)
+        result.chosen, result.message
+    """
+    artifact = path if isinstance(path, Artifact) else read_artifact(path)
+    name = artifact.path.name
+    if not artifact.every_frame_count:
+        source = artifact.metadata.get("exported_from") or "MODEL.fan.safetensors"
+        raise ValueError(f"'{name}' is a specialized artifact for {artifact.metadata['frames']} frames only: there is no T to "
+                         f"choose; pass the FAN file it came from ({source}) or the artifact for every frame count "
+                         f"(`fan-convert export {source} -o {artifact.path.stem}{artifact.path.suffix}`, without --frames)")
+    keys = artifact.keys
+    _check_budget(latency_ms)
+    accuracy = _accuracy(accuracy)
+    given = candidates is not None
+    candidates = _candidates(candidates, keys, accuracy)
+    try:
+        artifact.check_frames(candidates)
+    except ValueError as err:
+        raise ValueError(f"{err}{'' if given else ' (the candidates: its keys and the T in the accuracy table)'}") from None
+    check_frame_count(repeats, "repeats")
+    if batch is not None:
+        check_frame_count(batch, "batch")
+    if threads is not None:
+        check_frame_count(threads, "threads")
+    _check_warmup(warmup)
+    shapes = {t: artifact.clip_shape(t, batch) for t in candidates}
+    height, width = artifact.size
+    onnx = artifact.format == "onnx"
+    settings = {"batch": shapes[candidates[0]][0], "size": height if height == width else (height, width), "device": "cpu",
+                "threads": threads, "warmup": warmup, "repeats": repeats, "runtime": "onnxruntime" if onnx else "torch.export",
+                "artifact": str(artifact.path)}
+    run = load_runner(artifact, threads=threads, trust_pickle=trust_pickle)
+
+    def build(t: int) -> Callable[[], Any]:
+        return partial(run, torch.randn(shapes[t], generator=torch.Generator().manual_seed(t)))
+
+    return _measure_and_choose(build, keys, latency_ms, candidates, accuracy, settings,
+                               within=nullcontext if onnx else lambda: num_threads(threads), sync=None, progress=progress)
+
+
+def _check_budget(latency_ms: float) -> None:
+    if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)) or not latency_ms > 0:
+        raise ValueError(f"the latency budget must be a positive number of milliseconds, got {latency_ms!r}")
+
+
+def _accuracy(accuracy: dict[int, float] | None) -> dict[int, float]:
+    return {check_frame_count(int(t) if isinstance(t, str) else t, "accuracy frame count"): float(a)
+            for t, a in (accuracy or {}).items()}
+
+
+def _candidates(candidates: Sequence[int] | None, keys: Sequence[int], accuracy: dict[int, float]) -> list[int]:
+    """The frame counts to measure: as given, else the keys and every T with an accuracy; sorted."""
+    return list(check_frames(sorted(set(keys) | set(accuracy)) if candidates is None else candidates))
+
+
+def _measure_and_choose(
+    build: Callable[[int], Callable[[], Any]],
+    keys: Sequence[int],
+    latency_ms: float,
+    candidates: Sequence[int],
+    accuracy: dict[int, float],
+    settings: dict,
+    *,
+    within: Callable[[], AbstractContextManager],
+    sync: Callable[[], None] | None,
+    progress: Callable[[str], None] | None,
+) -> BudgetResult:
+    """Time ``build(t)()`` for every candidate in interleaved rounds (inside ``within()`` and
+    :func:`torch.inference_mode`), stop those clearly over budget (and larger ones), and choose."""
+    warmup, repeats = settings["warmup"], settings["repeats"]
+    say = progress or (lambda line: None)
     say(f"measuring T={', '.join(map(str, candidates))} ({_where(settings)}): {warmup} warm-up and up to {repeats} timed "
         "forwards each, in interleaved rounds")
-    runs = {}
-    for t in candidates:
-        plain = specialize(fan, t, unfoldable="keep").to(device).eval()
-        runs[t] = partial(_forward, plain, make_clip(fan, t, size, batch=batch, device=device))
+    runs = {t: build(t) for t in candidates}
     skipped: set[int] = set()
     announced: set[int] = set()
 
@@ -260,8 +372,8 @@ def choose_frames(
             skipped.update([t, *larger])
         return skipped
 
-    with num_threads(threads), torch.inference_mode():
-        times = interleaved_ms(runs, rounds=repeats, warmup=warmup, sync=_syncer(device), stop=stop)
+    with within(), torch.inference_mode():
+        times = interleaved_ms(runs, rounds=repeats, warmup=warmup, sync=sync, stop=stop)
     del runs
     rows = []
     for t in candidates:
