@@ -9,6 +9,7 @@ one thread each unless --threads.
 
     python bench/dynamic_export.py timm:resnet18 --temporal tsm --size 64 --json out.json
     python bench/dynamic_export.py torchvision:r3d_18 --size 64 --latency-frames 4 8 16 6
+    python bench/dynamic_export.py hf:videomae --catalog --size 32
 """
 
 from __future__ import annotations
@@ -29,14 +30,21 @@ from fan_convert.deploy import export_verified, interleaved_ms, make_clip
 from fan_convert.deploy.dynamic import export as export_dynamic
 from fan_convert.testing import as_if_fine_tuned
 from fan_convert.zoo import build
+from fan_convert.zoo.catalog import ZOO
 
 
-def perturbed_fan(spec: str, keys, temporal: str | None, num_classes: int):
+def perturbed_fan(spec: str, keys, temporal: str | None, num_classes: int, catalog: bool = False):
+    """The FAN of ``spec`` with every key's norms and scales perturbed; ``catalog``: built as the
+    zoo catalog builds it (its kwargs, e.g. a tiny transformers config, and its training T)."""
     torch.manual_seed(0)
     kwargs = {"num_classes": num_classes} | ({"temporal": temporal} if temporal else {})
+    trained_at = None
+    if catalog:
+        entry = next(e for e in ZOO if e.spec == spec)
+        kwargs, trained_at = entry.kwargs, entry.trained_at
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fan = fan_convert.adapt(build(spec, **kwargs).eval(), frames=keys).eval()
+        fan = fan_convert.adapt(build(spec, **kwargs).eval(), frames=keys, trained_at=trained_at).eval()
     return as_if_fine_tuned(fan, std=0.05, statistics=0.3)
 
 
@@ -58,6 +66,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("spec")
     ap.add_argument("--temporal", default=None)
+    ap.add_argument("--catalog", action="store_true", help="build SPEC as the zoo catalog does (e.g. hf:videomae's tiny config)")
     ap.add_argument("--keys", type=int, nargs="+", default=[4, 8, 16])
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--classes", type=int, default=10)
@@ -68,7 +77,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    fan = perturbed_fan(args.spec, tuple(args.keys), args.temporal, args.classes)
+    fan = perturbed_fan(args.spec, tuple(args.keys), args.temporal, args.classes, args.catalog)
     lat_ts = args.latency_frames if args.latency_frames is not None else sorted(set(args.keys) | {6})
     report = {"model": args.spec + (f" ({args.temporal})" if args.temporal else ""), "keys": args.keys, "size": args.size,
               "threads": args.threads, "torch": torch.__version__, "formats": {}}

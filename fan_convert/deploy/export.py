@@ -157,7 +157,9 @@ def _write_onnx(program, example: Any, temp: str, metadata: dict[str, str] | Non
         except (ValueError, RuntimeError) as err:
             raise ExportError(f"could not write a single-file ONNX model ({describe(err)}); "
                               "models over 2 GB need --format torch-export") from err
-    session = onnxruntime.InferenceSession(temp, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()  # torch's thread count (onnxruntime's default pins a thread to every core)
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(temp, options, providers=["CPUExecutionProvider"])
     inputs = [i.name for i in session.get_inputs()]
 
     def run(x):
