@@ -184,7 +184,8 @@ def _export_every_frame_count(fan, model_file: Path, output, fmt: str, size: int
     skipped = "".join(f"; not checked at {t} frames: the FAN itself fails there ({why})" for t, why in result.skipped.items())
     console.print(f"{result.path}: {_file_size(result.bytes)}, {result.bytes / one:.3f}x one specialized export "
                   f"({_file_size(one)} at {keys[-1]} frames; one per key: about {_file_size(one * len(keys))}); takes {low} to "
-                  f"{high} frames{f' (multiples of {multiple})' if multiple > 1 else ''}, runs the nearest key of {', '.join(map(str, keys))} (a tie: the higher); all within --atol "
+                  f"{high} frames{f' (multiples of {multiple})' if multiple > 1 else ''}, runs the nearest key of "
+                  f"{', '.join(map(str, keys))} (a tie: the higher); all within --atol "
                   f"{atol:g}{skipped}", highlight=False)
     console.print(input_line(fan, size).replace("T frames", "T frames (any T in range)"), highlight=False)
 

@@ -38,8 +38,8 @@ from ..nn.time_pool import AdaptiveTimePool3d
 from ..surgery import get_plan, replace_module
 from ..surgery import rules as surgery_rules
 from .clips import make_clip
-from .guards import GuardLog
 from .export import WRITERS, ExportError, VerificationError, _check_packages, _max_diff, format_for, full_fp32
+from .guards import GuardLog
 
 __all__ = ["dynamic_form", "export", "DynamicExportResult", "check_frames_for", "frame_range", "frame_multiple"]
 
