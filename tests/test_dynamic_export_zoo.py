@@ -1,6 +1,8 @@
-"""The all-frame-counts export beyond TSM ResNet and R3D: X3D-S (its head pool over the whole
-time axis follows the traced T) in both formats, with -m slow (about 45 s each on 2 cores)."""
+"""The all-frame-counts export beyond TSM ResNet and R3D: video transformers (their position
+tables follow the traced T), X3D-S (its head pool over the whole time axis does), and with -m slow
+every light zoo model, each exported once or refused naming the layer that fixes T."""
 
+import re
 import warnings
 
 import pytest
@@ -11,6 +13,7 @@ import fan_convert
 from fan_convert.deploy.dynamic import export
 from fan_convert.nn.time_pool import AdaptiveTimePool3d
 from fan_convert.testing import as_if_fine_tuned
+from fan_convert.zoo.catalog import ZOO
 
 
 @pytest.mark.parametrize("pool", [
@@ -45,7 +48,6 @@ def test_x3d_s_exports_once_for_every_frame_count(tmp_path, suffix):
 
 def _catalog_fan(spec: str):
     from fan_convert.zoo import build
-    from fan_convert.zoo.catalog import ZOO
 
     entry = next(e for e in ZOO if e.spec == spec)
     torch.manual_seed(0)
@@ -86,3 +88,30 @@ def test_a_tubelet_model_refuses_frame_counts_that_are_not_whole_tubelets(tmp_pa
     with pytest.raises(ValueError, match="does not run at 5 frames.*whole number of tubelets"):
         export(fan, tmp_path / "model.pt2", input_size=entry.size, frames=[4, 5])
     assert not (tmp_path / "model.pt2").exists()
+
+
+REFUSED = {  # catalog entries that cannot take a symbolic frame count, and the layer the refusal names
+    "torchvision:swin3d_t": "'features.0.0.attn' (ShiftedWindowAttention3d) fixes the frame count at "
+                            "torchvision/models/video/swin_transformer.py",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", [e for e in ZOO if not e.heavy and e.alpha is None], ids=lambda e: e.name)
+def test_every_light_zoo_model_exports_once_or_is_refused_naming_the_layer(tmp_path, entry):
+    """The matrix of bench/dynamic_export_zoo.py as a test (.pt2; minutes per 224 px model on 2 cores)."""
+    if entry.spec.startswith("hf:"):
+        pytest.importorskip("transformers")
+    from fan_convert.deploy import ExportError
+    from fan_convert.testing.coverage import convert_entry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fan = as_if_fine_tuned(convert_entry(entry).fan, statistics=0.3).eval()
+        if entry.spec in REFUSED:
+            with pytest.raises(ExportError, match=re.escape(REFUSED[entry.spec])):
+                export(fan, tmp_path / "model.pt2", input_size=entry.size)
+            assert not list(tmp_path.iterdir())
+            return
+        result = export(fan, tmp_path / "model.pt2", input_size=entry.size)
+    assert set(entry.frames) <= set(result.checked) and result.max_diff <= 1e-4
