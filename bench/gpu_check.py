@@ -2,14 +2,17 @@
 
     PYTHONPATH=. python bench/gpu_check.py --out gpu.json        # from the repository root
 
-Runs, each with its own time limit (about 8 minutes in all on one H200):
+Runs, each with its own time limit (about 8 minutes in all on one H200 with the two old throughput rows;
+the eight step-cost rows are not yet timed on a GPU):
 1. ``tests/test_cuda.py``: AMP fp16/bf16 loss curves against fp32, channels-last weights,
    evaluation, no host sync inside a training step (``torch.cuda.set_sync_debug_mode("error")``),
    save -> kill -> resume, calibrate/export/budget on CUDA;
 2. ``torchrun`` with one process per GPU (up to 2) on NCCL, a step that trains a subset of keys included;
 3. ``--compile`` on a small FAN (graph count, loss against eager);
-4. throughput: one FAN step (4, 8 and 16 frames) against the three single-T steps, for
-   TSM-ResNet-50 and X3D-M at 224 px (X3D-M needs pytorchvideo; skipped with a note without it).
+4. the step cost: one FAN step (4, 8 and 16 frames; X3D-S 4, 8 and 13) against the three single-T
+   steps, interleaved, medians (``bench/step_cost.py``'s measurement), for TSM-ResNet-50 (224 px),
+   R3D-18 (112 px), X3D-S (160 px) and X3D-M (224 px), each at batch 8 and 32, bf16 (X3D needs
+   pytorchvideo; skipped with a note without it; a batch that does not fit is skipped with a note).
 
 Prints a table and writes everything as JSON to ``--out``. Without a GPU it says so, writes a
 JSON that marks every check skipped, and exits 0.
@@ -18,8 +21,10 @@ JSON that marks every check skipped, and exits 0.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,15 +36,21 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from step_cost import FAMILIES, StepCost, measure  # noqa: E402
 
 import fan_convert  # noqa: E402
 from fan_convert.train.trainer import COMPILE_CLEAN_TORCH, TrainConfig, Trainer  # noqa: E402
 from fan_convert.zoo import build  # noqa: E402
 
-THROUGHPUT_MODELS = {  # name: (spec, build options, input size); 10 classes
-    "TSM-ResNet-50": ("timm:resnet50", {"temporal": "tsm", "num_classes": 10}, 224),
-    "X3D-M": ("pytorchvideo:x3d_m", {"model_num_class": 10}, 224),
+THROUGHPUT_MODELS = {  # name: (bench/step_cost.py's family, input size on the GPU); 10 classes
+    "TSM-ResNet-50": ("TSM-R50", 224),
+    "R3D-18": ("R3D-18", 112),
+    "X3D-S": ("X3D-S", 160),
+    "X3D-M": ("X3D-M", 224),
 }
+THROUGHPUT_BATCHES = (8, 32)
 KEYS = (4, 8, 16)
 
 
@@ -176,43 +187,34 @@ def _torch_version() -> tuple[int, int]:
     return tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
 
 
-def step_seconds(model, frames, *, device, batch, size, amp, warmup=2, steps=5) -> float:
-    """Seconds per training step on random clips of every frame count in ``frames``."""
-    config = TrainConfig(frames=frames, epochs=1, batch_size=batch, progress=False, device=device, amp=amp)
-    trainer = Trainer(model, [None] * batch, config)
-    pin = trainer.device.type == "cuda"
-    views = {t: torch.randn(batch, 3, t, size, size) for t in frames}
-    views = {t: v.pin_memory() if pin else v for t, v in views.items()}
-    labels = torch.randint(0, 10, (batch,))
-    for i in range(warmup + steps):
-        if i == warmup:
-            if pin:
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-        trainer.train_step(views, labels)
-    if pin:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) / steps
-
-
 def throughput(name: str, spec: str, options: dict, size: int, *, device="cuda", batch=8, amp="bf16",
-               keys=KEYS, warmup=2, steps=5) -> dict:
+               keys=KEYS, trained_at: int | None = None, warmup=2, steps=5) -> dict:
     """One FAN step over ``keys`` against one single-T step per key (the ST models' cost: the
-    original architecture specialised to T, so fixed-T pools fit the clip)."""
+    original architecture specialised to T, so fixed-T pools fit the clip), timed in turn
+    (FAN, ST@4, ST@8, ST@16, FAN, ...) after ``warmup`` rounds: medians of ``steps`` rounds
+    (``bench/step_cost.py``'s measurement)."""
     try:
         torch.manual_seed(0)
         plain = build(spec, **options)
     except ImportError as err:
         return {"model": name, "status": "skip", "detail": f"{err.name or err} is not installed"}
-    timing = dict(device=device, batch=batch, size=size, amp=amp, warmup=warmup, steps=steps)
-    fan = fan_convert.adapt(plain, frames=keys)
-    st_s = {t: step_seconds(fan_convert.specialize(fan, t).train(), (t,), **timing) for t in keys}
-    fan_s = step_seconds(fan, keys, **timing)
+    times = None
+    try:
+        times = measure(StepCost(plain, keys, trained_at, batch=batch, size=size, device=device, amp=amp),
+                        rounds=steps, warmup=warmup)["wall_ms"]
+    except torch.cuda.OutOfMemoryError:
+        pass
+    del plain
     if device == "cuda":
+        gc.collect()  # the models and their graphs, a failed step's included
         torch.cuda.empty_cache()
+    if times is None:
+        return {"model": name, "status": "skip", "size": size, "batch": batch, "detail": f"out of memory at batch {batch}"}
+    seconds = {k: statistics.median(v) / 1000 for k, v in times.items()}
+    fan_s, st_s = seconds["fan"], {t: seconds[f"st{t}"] for t in keys}
     return {"model": name, "status": "pass", "size": size, "batch": batch, "amp": amp, "fan_step_s": round(fan_s, 4),
             **{f"st{t}_step_s": round(s, 4) for t, s in st_s.items()},
-            "fan_over_three_st": round(fan_s / sum(st_s.values()), 3), "fan_clips_per_s": round(batch / fan_s, 1),
+            "fan_over_three_st": round(fan_s / seconds["st"], 3), "fan_clips_per_s": round(batch / fan_s, 1),
             "st8_clips_per_s": round(batch / st_s[8], 1) if 8 in st_s else None}
 
 
@@ -229,15 +231,16 @@ def print_table(report: dict) -> None:
         checks.add_row(row["check"], row["status"], str(row.get("seconds", "")), detail[:200])
     console = Console(width=200)
     console.print(checks)
-    speed = Table(title="Training step, FAN (4+8+16 frames) vs the three single-T steps")
-    for column in ("model", "FAN step s", "ST 4/8/16 step s", "FAN / sum(ST)", "FAN clips/s", "ST@8 clips/s"):
+    speed = Table(title="Training step, FAN (every key's frames) vs the single-T steps, interleaved, medians")
+    for column in ("model", "px", "batch", "FAN step s", "ST step s (per key)", "FAN / sum(ST)", "FAN clips/s", "ST@8 clips/s"):
         speed.add_column(column)
     for row in report["throughput"]:
+        where = (str(row.get("size", "")), str(row.get("batch", "")))
         if row["status"] != "pass":
-            speed.add_row(row["model"], row["status"], row.get("detail", ""), "", "", "")
+            speed.add_row(row["model"], *where, row["status"], row.get("detail", ""), "", "", "")
             continue
-        sts = "/".join(str(row[f"st{t}_step_s"]) for t in KEYS)
-        speed.add_row(row["model"], str(row["fan_step_s"]), sts, str(row["fan_over_three_st"]),
+        sts = ", ".join(f"{key[2:-7]}: {row[key]}" for key in row if key.startswith("st") and key.endswith("_step_s"))
+        speed.add_row(row["model"], *where, str(row["fan_step_s"]), sts, str(row["fan_over_three_st"]),
                       str(row["fan_clips_per_s"]), str(row["st8_clips_per_s"]))
     console.print(speed)
 
@@ -282,11 +285,16 @@ def main(argv=None) -> int:
         report["checks"].append(compile_check(limit=120 if _torch_version() < COMPILE_CLEAN_TORCH else 180))
     write_json(report, args.out)  # partial results survive a crash in the throughput part
     if "throughput" not in args.skip:
-        for name, (spec, options, size) in THROUGHPUT_MODELS.items():
-            try:
-                report["throughput"].append(throughput(name, spec, options, size))
-            except Exception as err:  # a row fails, the report survives
-                report["throughput"].append({"model": name, "status": "fail", "detail": f"{type(err).__name__}: {err}"[:500]})
+        for name, (family, size) in THROUGHPUT_MODELS.items():
+            family = FAMILIES[family]
+            for batch in THROUGHPUT_BATCHES:
+                try:
+                    report["throughput"].append(throughput(name, family.spec, family.options, size, batch=batch, keys=family.keys,
+                                                           trained_at=family.trained_at))
+                except Exception as err:  # a row fails, the report survives
+                    report["throughput"].append({"model": name, "batch": batch, "status": "fail",
+                                                 "detail": f"{type(err).__name__}: {err}"[:500]})
+                write_json(report, args.out)
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json(report, args.out)
     print_table(report)

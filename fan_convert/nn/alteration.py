@@ -5,7 +5,9 @@ The paper's adapter is a residual depthwise convolution on a block's input,
 so the same output comes from altering the *weights* instead:
 ``W*_k = W * (1 + s_k)`` along the layer's input channels. :class:`WeightAlteration`
 computes ``W*_k`` at forward time (weight-sized work, not activation-sized) and folds into
-the layer exactly. :class:`ResidualAlteration` keeps a larger depthwise kernel on the
+the layer exactly; a training forward whose input has fewer elements than the weight scales
+the input instead (:func:`scale_input`, the same product, cheaper there: deep layers at small
+batches), and inference caches ``W*_k`` per key. :class:`ResidualAlteration` keeps a larger depthwise kernel on the
 activations; it sees spatial context but cannot be folded away.
 """
 
@@ -80,6 +82,58 @@ def _can_cache(weight: torch.Tensor) -> bool:
     )
 
 
+_PLAIN_KINDS: dict[type, type | None] = {}
+
+
+def plain_kind(layer: nn.Module) -> type | None:
+    """``nn.Conv1d/2d/3d`` or ``nn.Linear`` if ``layer`` computes exactly what that class does
+    (the class itself, or a subclass that keeps its forward, like torchvision's ``Conv3DSimple``),
+    so that its forward can be called with another weight; otherwise None.
+
+    Example::
+
+        plain_kind(torchvision.models.video.resnet.Conv3DSimple(64, 64))   # nn.Conv3d
+    """
+    kind = type(layer)
+    if kind not in _PLAIN_KINDS:
+        _PLAIN_KINDS[kind] = next(
+            (base for base in (*_PLAIN_CONVS, nn.Linear) if issubclass(kind, base) and kind.forward is base.forward
+             and (base is nn.Linear or kind._conv_forward is base._conv_forward)),
+            None,
+        )
+    return _PLAIN_KINDS[kind]
+
+
+def scale_input(x: torch.Tensor, scale: torch.Tensor, channel_axis: int) -> torch.Tensor:
+    """``x * (1 + scale)`` along ``x``'s channel axis: what :func:`alter_weight` does to a layer's
+    weight, done to its input instead (``layer(scale_input(x, s)) == layer`` with ``alter_weight(W, s)``,
+    up to float rounding, for convolutions of any kernel, padding or groups, and Linear).
+
+    Example::
+
+        conv = nn.Conv3d(64, 128, 3, padding=1)
+        y = conv(scale_input(x, s, channel_axis=1))   # == conv with alter_weight(conv.weight, s)
+    """
+    shape = [1] * x.dim()
+    shape[channel_axis] = -1
+    return x * (1 + scale).to(x.dtype).view(shape)
+
+
+def _scale_activations(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Alter the activations rather than the weight: in a training forward (autograd on, eager)
+    where the input has fewer elements than the weight. Both forms cost one multiply forward and
+    two (plus a sum) backward of the tensor they scale; the weight form keeps graphs for export
+    and compilation, and its per-key weights are cached for inference."""
+    return (
+        torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and type(x) is torch.Tensor
+        and type(weight) in (torch.Tensor, nn.Parameter)
+        and x.numel() < weight.numel()
+    )
+
+
 class WeightAlteration(nn.Module):
     """Per-key input-channel scales folded into ``base_layer``'s weight at forward time.
 
@@ -132,13 +186,23 @@ class WeightAlteration(nn.Module):
         return state
 
     def forward(self, *args, **kwargs):
-        weight = self.altered_weight(select_key(self.keys, self.site))
+        key = select_key(self.keys, self.site)
         layer = self.base_layer
-        if type(layer) in _PLAIN_CONVS:
-            return layer._conv_forward(args[0], weight, layer.bias)
-        if type(layer) is nn.Linear:
-            return F.linear(args[0], weight, layer.bias)
-        return functional_call(layer, {weight_name(layer): weight}, args, kwargs)
+        kind = plain_kind(layer)
+        if kind is not None and len(args) == 1 and not kwargs:
+            x, weight = args[0], layer.weight
+            if _scale_activations(x, weight) and (kind is type(layer) or not (layer._forward_hooks or layer._forward_pre_hooks)):
+                # Training at a small batch: scaling the input channels of x is the same product
+                # as scaling W's, and cheaper when x is the smaller tensor (forward and backward).
+                x = scale_input(x, self.scales[str(key)], channel_axis=-1 if kind is nn.Linear else x.dim() - weight.dim() + 1)
+            elif kind is type(layer):
+                weight = self.altered_weight(key)
+            else:  # a subclass is called (its hooks run) as before
+                return functional_call(layer, {"weight": self.altered_weight(key)}, args, kwargs)
+            if kind is nn.Linear:
+                return F.linear(x, weight, layer.bias)
+            return layer._conv_forward(x, weight, layer.bias)
+        return functional_call(layer, {weight_name(layer): self.altered_weight(key)}, args, kwargs)
 
     def specialize(self, t: int) -> nn.Module:
         """A standalone copy of ``base_layer`` with the alteration for ``t`` frames folded in."""
