@@ -437,7 +437,8 @@ def markdown(summary: dict, recipe: Recipe, seeds: list[int], regime: str = "tod
     for row, s in summary.items():
         cells = " | ".join(f"{s['top1'][t]['mean']:.1f} ± {s['top1'][t]['std']:.1f}" for t in EVAL_FRAMES)
         cost = s["cost"].replace("|", " or ")
-        body += f"| {LABELS[row]} | {cells} | {cost} = {s['frame_epochs']} | {s['params']:,} | {s['seconds']:.0f} s |\n"
+        fewer = f" ({s['seeds']} of {len(seeds)} seeds)" if s.get("seeds", len(seeds)) < len(seeds) else ""
+        body += f"| {LABELS[row]}{fewer} | {cells} | {cost} = {s['frame_epochs']} | {s['params']:,} | {s['seconds']:.0f} s |\n"
     return (
         f"# Table 1 in miniature ({TASK_NAMES.get(regime, 'built-in temporal benchmark')}, regime `{regime}`)\n\n"
         f"Top-1 (%) on {recipe.val_size} validation clips, mean ± std over seeds {', '.join(map(str, seeds))}; "
