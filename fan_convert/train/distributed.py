@@ -7,6 +7,7 @@ frame count's view, so DDP sees a single autograd graph per step whatever keys i
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 from typing import Iterator, Sequence
@@ -63,7 +64,15 @@ def distributed_context(device: torch.device | None = None) -> tuple[int, int]:
         if cuda:
             torch.cuda.set_device(device)  # before the group forms, so NCCL binds this rank's GPU
         dist.init_process_group(backend="nccl" if cuda else "gloo")
+        # Leave the group while Python is still whole: a gloo group torn down during interpreter
+        # finalisation can abort the process (SIGABRT) when another rank is still working.
+        atexit.register(_leave_process_group)
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def uses_every_key(frames: Sequence[int], keys: Sequence[int] | None) -> bool:
