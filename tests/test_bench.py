@@ -81,17 +81,19 @@ def test_per_class_quick_run_writes_a_row_per_class(tmp_path):
 
 
 def test_bars_check_each_regime_bar_and_give_paired_verdicts(table1):
-    def run(st, tune, scratch, wa_off):
+    def run(st, tune, scratch, wa_off, st_cost):
         top = lambda v4, v8, v16: {"top1": {2: 0.0, 4: v4, 6: 0.0, 8: v8, 12: 0.0, 16: v16, 20: 0.0}}  # noqa: E731
         return {"st": top(*st), "fan-finetune": top(*tune), "fan-scratch": top(*scratch), "no-wa": top(*wa_off),
-                "plain": top(10.0, 20.0, 90.0)}
-    per_seed = {0: run((70, 80, 90), (69.7, 80, 91), (71, 81, 91), (69.7, 80, 91)),
-                1: run((70, 80, 90), (69.5, 80, 91), (72, 82, 92), (69.0, 79, 90))}
+                "plain": top(10.0, 20.0, 90.0), "fan-finetune-rotate-st-cost": top(*st_cost)}
+    per_seed = {0: run((70, 80, 90), (69.7, 80, 91), (71, 81, 91), (69.7, 80, 91), (71, 80, 89)),
+                1: run((70, 80, 90), (69.5, 80, 91), (72, 82, 92), (69.0, 79, 90), (71, 80, 89))}
     per_seed = {s: {r: {**v, "seconds": 1, "cost": "c", "frame_epochs": 1, "params": 1} for r, v in rows.items()}
                 for s, rows in per_seed.items()}
-    summary = table1.summarize(per_seed, ["st", "fan-finetune", "fan-scratch", "no-wa", "plain"])
+    summary = table1.summarize(per_seed, ["st", "fan-finetune", "fan-scratch", "no-wa", "plain", "fan-finetune-rotate-st-cost"])
     over = "\n".join(table1.bars(summary, "overparam", per_seed))
     assert "FAN-finetune >= ST -0.5 at every trained T: **met**" in over
+    assert "FAN-finetune at ST's cost (rotate) >= ST -0.5 at every trained T: **not met** (difference +1.0 / +0.0 / -1.0" in over
+    assert "FAN-finetune at ST's cost (rotate) vs ST, paired per-seed difference at 4 / 8 / 16: 4: +1.0 ± 0.0 (ahead)" in over
     assert "FAN-scratch >= ST at every trained T: **met**" in over
     assert "FAN-scratch vs ST, paired per-seed difference at 4 / 8 / 16: 4: +1.5 ± 0.7 (ahead)" in over
     assert "Weight Alteration on vs off (FAN-finetune), paired per-seed difference at 4 / 8 / 16: 4: +0.2 ± 0.4 (level" in over
