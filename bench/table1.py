@@ -467,7 +467,9 @@ def plot(summary: dict, path: Path, regime: str = "today") -> None:
     styles = {"plain": ("Plain (trained at 16)", "tab:gray", "o--"), "st": ("ST (one model per T)", "tab:blue", "s-"),
               "calibrate": ("Calibrate", "tab:olive", "v:"), "fan-finetune": ("FAN-finetune", "tab:orange", "D-"),
               "fan-scratch": ("FAN-scratch", "tab:red", "^-"), "st-converged": ("ST converged", "tab:cyan", "s:"),
-              "fan-finetune-rotate-st-cost": ("FAN-finetune, rotate, ST's cost", "tab:purple", "P-")}
+              "fan-finetune-rotate": ("FAN-finetune, rotate", "tab:green", "D--"),
+              "fan-finetune-rotate-st-cost": ("FAN-finetune, rotate, ST's cost", "tab:purple", "P-"),
+              "fan-scratch-rotate": ("FAN-scratch, rotate", "tab:brown", "^--")}
     for row, (label, colour, style) in styles.items():
         if row not in summary:
             continue
