@@ -131,7 +131,7 @@ def torchrun_worker(device: str) -> None:
     model = build("fan_convert:tiny_resnet", temporal="tsm", num_classes=4)
     fan = fan_convert.adapt(model, frames=(4, 8))
     data = TemporalBenchmark("train", size=32, frames=(4, 8), classes=[0, 1, 2, 3])
-    config = TrainConfig(frames=(4, 8), epochs=1, batch_size=8, progress=False, device=device,
+    config = TrainConfig(frames=(4, 8), epochs=1, batch_size=8, progress=False, device=device, key_schedule="joint",
                          amp="bf16" if device == "cuda" else "off")
     trainer = Trainer(fan, data, config, frame_subsets=True)
     trainer.fit()
@@ -167,7 +167,8 @@ def compile_worker() -> None:
         torch.manual_seed(0)
         fan = fan_convert.adapt(build("fan_convert:tiny_resnet", temporal="tsm", num_classes=4), frames=(4, 8))
         data = TemporalBenchmark("train", size=16, frames=(4, 8), classes=[0, 1, 2, 3])
-        trainer = Trainer(fan, data, TrainConfig(frames=(4, 8), epochs=1, batch_size=8, compile=compiled, progress=False))
+        trainer = Trainer(fan, data, TrainConfig(frames=(4, 8), epochs=1, batch_size=8, compile=compiled, progress=False,
+                                                    key_schedule="joint"))
         views, labels, _ = next(iter(trainer._loader()))
         started = time.perf_counter()
         losses = [trainer.train_step(views, labels)["loss"] for _ in range(3)]

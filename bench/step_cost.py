@@ -104,7 +104,7 @@ class StepCost:
         self.fan = fan_convert.adapt(plain, frames=self.keys, **options).train()
         self.st = {t: fan_convert.specialize(self.fan, t).train() for t in self.keys}
         self.reference = use_reference_alteration(fan_convert.adapt(plain, frames=self.keys, **options).train()) if reference else None
-        config = dict(epochs=1, batch_size=batch, progress=False, device=device, amp=amp)
+        config = dict(epochs=1, batch_size=batch, progress=False, device=device, amp=amp, key_schedule="joint")  # every view per step
         self.fan_trainer = Trainer(self.fan, [None] * batch, TrainConfig(frames=self.keys, **config))
         self.st_trainers = {t: Trainer(m, [None] * batch, TrainConfig(frames=(t,), **config)) for t, m in self.st.items()}
         self.reference_trainer = Trainer(self.reference, [None] * batch, TrainConfig(frames=self.keys, **config)) if reference else None

@@ -196,8 +196,10 @@ def new_model(seed: int, recipe: Recipe = Recipe()) -> nn.Module:
     return TSM(tiny_resnet(num_classes=len(CLASSES), widths=recipe.widths, blocks=recipe.blocks))
 
 
-def fit(model, data, frames, *, epochs, lr, seed, recipe: Recipe, warmup=None, trainer_cls=Trainer, **options) -> float:
-    config = TrainConfig(frames=frames, epochs=epochs, lr=lr, batch_size=recipe.batch_size,
+def fit(model, data, frames, *, epochs, lr, seed, recipe: Recipe, warmup=None, trainer_cls=Trainer, key_schedule="joint",
+        **options) -> float:
+    """Train with the row's own key schedule, named here so that the trainer's default never changes a row."""
+    config = TrainConfig(frames=frames, epochs=epochs, lr=lr, batch_size=recipe.batch_size, key_schedule=key_schedule,
                          weight_decay=recipe.weight_decay, seed=seed, progress=False,
                          warmup_epochs=recipe.warmup_epochs if warmup is None else warmup, device=DEVICE, **options)
     started = time.perf_counter()
