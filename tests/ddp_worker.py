@@ -117,7 +117,8 @@ def build(case, batch_size, jitter=False, **config):
     keys, frames, trainer_cls, broken = CASES[case]
     torch.manual_seed(0)
     fan = fan_convert.adapt(GroupNormToy(), frames=keys)
-    options = dict(epochs=2, batch_size=batch_size, lr=0.05, progress=False) | config
+    # the joint schedule unless the case's trainer names another (KeyScheduleTrainer)
+    options = dict(epochs=2, batch_size=batch_size, lr=0.05, progress=False, key_schedule="joint") | config
     return trainer_cls(fan, JitteredClips(frames, broken, jitter), TrainConfig(frames=frames, **options))
 
 

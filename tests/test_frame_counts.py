@@ -24,7 +24,7 @@ def tiny_fan(keys=KEYS):
 
 def test_the_trainer_and_its_dataset_take_the_models_keys():
     fan = tiny_fan()
-    data = TemporalBenchmark("train", size=8)  # no frames: the trainer gives it the model's
+    data = TemporalBenchmark("train", size=12)  # no frames: the trainer gives it the model's (3 steps: one per key)
     trainer = Trainer(fan, data, TrainConfig(epochs=1, batch_size=4, progress=False))
     assert trainer.config.frames == KEYS and data.frames == KEYS
     trainer.fit()

@@ -107,6 +107,28 @@ def test_random_is_reproducible_from_the_seed():
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
 
 
+def test_the_default_trains_one_key_per_step_in_rotation():
+    trainer = make()  # TrainConfig's default key_schedule
+    steps = record_steps(trainer)
+    trainer.fit()
+    assert [f for f, _, _ in steps] == [(2,), (4,), (8,)] * 4 and all(t is None for _, t, _ in steps)  # CE only
+    assert TrainConfig().epochs == 3 * 10  # the compute of the former 10 joint epochs (3 keys)
+
+
+def test_resume_refuses_another_key_schedule_than_the_checkpoints(tmp_path):
+    first = make(tmp_path, key_schedule="joint", epochs=1)
+    first.fit()
+    with pytest.raises(ValueError, match=r"trained with key_schedule='joint' and this run has key_schedule='rotate'; "
+                                         r"resume with the same schedule \(--key-schedule joint"):
+        make(tmp_path, epochs=2).resume(tmp_path / "last.safetensors")
+    with pytest.raises(ValueError, match=r"trained with teacher_every=0 .* \(--teacher-every 0"):
+        make(None, teacher_every=1)._check_same_key_schedule("last.safetensors", {"key_schedule": "rotate", "teacher_every": 0})
+    make(tmp_path, key_schedule="joint", epochs=2).resume(tmp_path / "last.safetensors")  # the same schedule continues
+    older = make(tmp_path, epochs=2)  # a checkpoint written before key schedules existed was joint
+    with pytest.raises(ValueError, match="key_schedule='joint'"):
+        older._check_same_key_schedule("old.safetensors", {"epochs": 2})
+
+
 def test_joint_is_unchanged():
     trainer = make(keys=(2, 4), key_schedule="joint")
     steps = record_steps(trainer)
@@ -194,7 +216,7 @@ def test_config_errors():
     with pytest.raises(ValueError, match="not all zero"):
         TrainConfig(key_schedule="random", key_weights=(0, 0))
     with pytest.raises(ValueError, match="teacher_every is for one key per step"):
-        TrainConfig(teacher_every=1)
+        TrainConfig(key_schedule="joint", teacher_every=1)
     with pytest.raises(ValueError, match="needs loss_mode='distill'"):
         TrainConfig(key_schedule="rotate", teacher_every=1, loss_mode="ce")
     assert TrainConfig(schedule="step", key_schedule="rotate").schedule == "step"  # the lr schedule is another option

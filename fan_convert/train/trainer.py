@@ -1,8 +1,10 @@
-"""The mutual-distillation fine-tuner: one loop for CPU, one GPU (AMP) or many (torchrun/DDP).
+"""The FAN fine-tuner: one loop for CPU, one GPU (AMP) or many (torchrun/DDP).
 
-Each step feeds every frame count's view of the same clips through the model (the root hook
-selects the sub-network from each view's T) and minimises the mutual distillation loss. With a
-single frame count it is plain cross-entropy training (the baselines use that).
+By default each step trains one frame count's view of its clips, in turn (``key_schedule``
+"rotate"); the paper's schedule ("joint") feeds every frame count's view of the same clips through
+the model at once and minimises the mutual distillation loss. The root hook selects the
+sub-network from each view's T. With a single frame count it is plain cross-entropy training
+(the baselines use that).
 """
 
 from __future__ import annotations
@@ -43,21 +45,26 @@ class TrainConfig:
 
     Example::
 
-        config = TrainConfig(epochs=5, lr=0.005, warmup_epochs=1, amp="bf16", out_dir="runs/r3d")
+        config = TrainConfig(epochs=15, lr=0.005, warmup_epochs=1, amp="bf16", out_dir="runs/r3d")
 
     ``frames`` (the frame counts each step trains) defaults to the adapted model's keys (its plan's
     ``frames``); a plain model needs them named, e.g. ``TrainConfig(frames=(16,))``.
 
     ``key_schedule`` (not ``schedule``, the learning-rate schedule) says which of them a step trains:
-    ``"joint"`` every one, with the mutual distillation loss (the paper); ``"rotate"`` one per step
-    in turn (4, 8, 16, 4, ...); ``"random"`` one per step drawn with ``key_weights`` (default equal).
-    One key per step trains on cross-entropy; ``teacher_every=k`` adds ``distill_weight`` x KL to
-    the highest key's output on the same clips, from a forward without gradients on the steps of
-    every k-th round of ``len(frames)`` steps (the highest key's own steps stay CE only).
+    ``"rotate"`` (default) one per step in turn (4, 8, 16, 4, ...); ``"joint"`` every one, with the
+    mutual distillation loss (the paper's schedule); ``"random"`` one per step drawn with
+    ``key_weights`` (default equal). One key per step trains on cross-entropy; ``teacher_every=k``
+    adds ``distill_weight`` x KL to the highest key's output on the same clips, from a forward
+    without gradients on the steps of every k-th round of ``len(frames)`` steps (the highest key's
+    own steps stay CE only).
+
+    ``epochs`` counts passes over the data. A one-key step costs about ``1/len(frames)`` of a joint
+    step, so the default 30 epochs of "rotate" buy what 10 joint epochs do (docs/fine-tune.md has
+    the measurements behind the default).
     """
 
     frames: tuple[int, ...] = ()  # (): the model's keys
-    epochs: int = 10
+    epochs: int = 30  # passes over the data; with "rotate" and 3 keys, the compute of 10 joint epochs
     batch_size: int = 16
     optimizer: str = "sgd"  # "sgd" (momentum 0.9, nesterov) or "adamw"
     lr: float = 0.01
@@ -68,7 +75,7 @@ class TrainConfig:
     clip_grad: float | None = 20.0
     distill_weight: float = 1.0
     loss_mode: str = "distill"  # "distill" or "ce" (the paper's ablation)
-    key_schedule: str = "joint"  # "joint" (every frame count each step), "rotate" or "random" (one per step)
+    key_schedule: str = "rotate"  # "rotate" or "random" (one frame count per step), "joint" (every one each step)
     key_weights: tuple[float, ...] = ()  # "random": one weight per frame count, in sorted order (): equal
     teacher_every: int = 0  # one key per step: a no-grad teacher forward every k-th round (0: cross-entropy only)
     detach_teacher: bool = True
@@ -192,8 +199,10 @@ class Trainer:
             print(f"note: {text}", file=sys.stderr)
 
     def resume(self, path: str | Path) -> None:
-        """Continue exactly where the checkpoint at ``path`` stopped (each rank's RNG included)."""
+        """Continue exactly where the checkpoint at ``path`` stopped (each rank's RNG included).
+        The key schedule must be the one the checkpoint was trained with (ValueError otherwise)."""
         state = load_training_state(path)
+        self._check_same_key_schedule(path, json.loads(state["config"]) if "config" in state else {})
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         start_momentum(self.optimizer)
@@ -214,6 +223,22 @@ class Trainer:
         if not exact:
             self._notice(f"'{path}' holds no random state for {self.world} {self.device.type} process(es); "
                          "random augmentation and dropout will not repeat the interrupted run exactly")
+
+    def _check_same_key_schedule(self, path, saved: dict) -> None:
+        """A run continues with the key schedule it started with: which keys later steps train
+        depends on it, and the default changed from "joint" to "rotate" (checkpoints from before say "joint")."""
+        if saved and "key_schedule" not in saved:  # written before key schedules existed: every key each step
+            saved = {**saved, "key_schedule": "joint"}
+        for name, flag in (("key_schedule", "--key-schedule"), ("key_weights", "--key-weights"), ("teacher_every", "--teacher-every")):
+            if name not in saved:
+                continue
+            was, now = saved[name], getattr(self.config, name)
+            if name == "key_weights":
+                was, now = tuple(float(w) for w in was), tuple(now)
+            if was != now:
+                shown = ",".join(f"{w:g}" for w in was) if name == "key_weights" else was
+                raise ValueError(f"'{path}' was trained with {name}={was!r} and this run has {name}={now!r}; resume with the "
+                                 f"same schedule ({flag} {shown}, {name}={was!r}), or start over (--force)")
 
     def _load_scaler(self, saved: dict) -> None:
         if not self.scaler.is_enabled():
