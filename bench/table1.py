@@ -158,8 +158,9 @@ class MixedSampling(torch.utils.data.Dataset):
 class ProportionalTrainer(Trainer):
     """Each step trains on one frame count: the lowest key with probability rho, else the highest."""
 
-    def __init__(self, *args, rho: float = 0.5, **kwargs):
-        super().__init__(*args, frame_subsets=True, **kwargs)
+    def __init__(self, model, data, config, *, rho: float = 0.5, **kwargs):
+        # its own draw picks the frame count from every view the loader reads: the joint loader
+        super().__init__(model, data, replace(config, key_schedule="joint"), frame_subsets=True, **kwargs)
         self.rho = rho
         self.coin = torch.Generator().manual_seed(self.config.seed)
 
