@@ -150,6 +150,13 @@ def test_export_infers_the_format_and_carries_the_metadata(trained, tmp_path):
     meta = json.loads(session.get_modelmeta().custom_metadata_map["fan_convert"])
     assert meta["classes"] == CLASSES and meta["input"]["shape"] == [1, 3, 4, 32, 32] and meta["preprocessing"]["crop"] == 32
 
+    for measured in (trained, tmp_path / "all.onnx"):  # the FAN file, and the one artifact for every frame count
+        if measured.suffix == ".onnx":
+            assert run("export", trained, "-o", measured).exit_code == 0
+        result = run("budget", measured, "--latency-ms", 1000, "--repeats", 2, "--warmup", 1, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["settings"]["size"] in (32, [32, 32]), result.stdout  # the size the file records
+
     refused(run("export", trained, "--frames", 4, "--format", "torch-export", "-o", tmp_path / "x.onnx"),
             "contradicts the output name 'x.onnx'")
     refused(run("export", trained, "--frames", 4, "--format", "onnx", "-o", tmp_path / "x.pt2"), "contradicts")
@@ -195,3 +202,29 @@ def test_no_videos_says_why(tmp_path):
                       ("text", r"its class folders \(1\) hold no video files, only .txt")):
         with pytest.raises(DataError, match=f"no videos found under '{tmp_path / name}': {why}"):
             scan_video_folder(tmp_path / name)
+
+
+def test_validation_between_epochs_is_never_silent_for_more_than_two_seconds(capsys):
+    """`train --val` validates after every epoch; piped, a validation that runs for seconds
+    prints its progress (batches done) at least every 2 s instead of going silent."""
+    from types import SimpleNamespace
+
+    from fan_convert import adapt
+    from fan_convert.cli.train import _validation
+
+    class SlowClips(torch.utils.data.Dataset):
+        frames = (2, 4)
+
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, i):
+            time.sleep(0.35)
+            return {t: torch.randn(3, t, 32, 32) for t in self.frames}, i % 3
+
+    model = adapt(build("fan_convert:tiny_resnet", temporal="tsm", num_classes=3), frames=(2, 4))
+    trainer = SimpleNamespace(model=model, epoch=1, config=SimpleNamespace(epochs=1))
+    record = _validation(SlowClips(), (2, 4), batch_size=2, workers=0, device=torch.device("cpu"))(trainer)
+    assert set(record) == {"val_top1@2", "val_top1@4"}
+    shown = capsys.readouterr().err
+    assert "epoch 1: validating" in shown and "batches" in shown, shown

@@ -91,7 +91,9 @@ def _validation(data, frames, batch_size: int, workers: int, device):
 
     def hook(trainer) -> dict:
         started = time.perf_counter()
-        results = evaluate(trainer.model, data, frames, batch_size=batch_size, device=device, num_workers=workers)
+        with step(f"epoch {trainer.epoch}: validating on {len(data)} videos ...") as say:
+            results = evaluate(trainer.model, data, frames, batch_size=batch_size, device=device, num_workers=workers,
+                               progress=lambda done, total: say(f"epoch {trainer.epoch}: validating, {done}/{total} batches ..."))
         record = {f"val_top1@{t}": round(r["top1"], 2) for t, r in results.items()}
         shown = ", ".join(f"{t} frames {r['top1']:.1f}" for t, r in results.items())
         console.print(f"epoch {trainer.epoch}/{trainer.config.epochs} validation top-1 (%): {shown} "
