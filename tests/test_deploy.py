@@ -189,6 +189,24 @@ def test_onnx_round_trip(fan, tmp_path):
         assert (torch.from_numpy(logits) - fan(x)).abs().max() <= 1e-4
 
 
+def test_artifacts_carry_no_debug_records(fan, tmp_path):
+    """Per-node stack traces and the stored example clip are debugging aids that made up half of
+    a small model's file: neither format keeps them, and both still verify."""
+    import zipfile
+
+    pt2 = export_verified(fan, 8, tmp_path / "m.pt2", input_size=SIZE)
+    assert pt2.max_diff <= 1e-4
+    stored = {i.filename: i.file_size for i in zipfile.ZipFile(pt2.path).infolist() if "sample_inputs" in i.filename}
+    assert all(size < 1024 for size in stored.values()), stored
+    program = torch.export.load(str(pt2.path))
+    assert program.example_inputs is None and not any("stack_trace" in n.meta for n in program.graph.nodes)
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    result = export_verified(fan, 8, tmp_path / "m.onnx", format="onnx", input_size=SIZE)
+    nodes = onnx.load(str(result.path)).graph.node
+    assert result.max_diff <= 1e-4 and nodes and not any(n.metadata_props for n in nodes)
+
+
 def test_onnx_without_its_packages_says_how_to_install(fan, fan_file, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
     with pytest.raises(ImportError, match=r"missing: onnxscript\); install them with: pip install 'fan-convert\[onnx\]'"):

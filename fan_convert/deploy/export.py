@@ -132,7 +132,18 @@ def _readable(temp: str) -> None:
     os.chmod(temp, 0o666 & ~umask)
 
 
+def _without_debug_info(program):
+    """The program without what only debugging reads: each node's Python stack trace and the
+    stored example inputs (a whole clip). Half of a small model's file was these; the graph, the
+    weights and the input signature are unchanged."""
+    for node in program.graph.nodes:
+        node.meta.pop("stack_trace", None)
+    program.example_inputs = None
+    return program
+
+
 def _write_pt2(program, example: Any, temp: str, metadata: dict[str, str] | None = None) -> Any:
+    program = _without_debug_info(program)
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files=dict(metadata or {}))
     Path(temp).write_bytes(buffer.getvalue())
@@ -151,6 +162,8 @@ def _write_onnx(program, example: Any, temp: str, metadata: dict[str, str] | Non
             onnx_program = torch.onnx.export(program, (fresh(example),), dynamo=True, verbose=False, **names)
         except Exception as err:
             raise ExportError(f"torch.onnx could not convert the exported program ({describe(err)})") from err
+        for node in onnx_program.model.graph.all_nodes():  # per-node debug records (stack traces, fx names): up to 3 KB a node
+            node.metadata_props.clear()
         onnx_program.model.metadata_props.update(metadata or {})
         try:  # one self-contained file (the weights inside: ONNX's protobuf limit is 2 GB)
             onnx_program.save(temp, external_data=False)
