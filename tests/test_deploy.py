@@ -444,3 +444,18 @@ def test_cli_budget_nothing_fits_is_one_line_exit_2(fan_file, tmp_path, monkeypa
     assert "is not JSON" in one_line_error(invoke("budget", fan_file, "--latency-ms", 20, "--accuracy", bad))
     if not torch.cuda.is_available():
         assert "CUDA is not available" in one_line_error(invoke("budget", fan_file, "--latency-ms", 20, "--device", "cuda"))
+
+
+def test_a_python_export_for_every_frame_count_carries_what_budget_reads(fan, tmp_path):
+    """fan_convert.export writes the same metadata as `fan-convert export`, so `fan-convert budget`
+    and read_artifact take a file exported from Python."""
+    from fan_convert.deploy.artifact import read_artifact
+    from fan_convert.deploy.dynamic import export
+
+    export(fan, tmp_path / "all.pt2", input_size=SIZE, max_frames=16)
+    artifact = read_artifact(tmp_path / "all.pt2")
+    assert artifact.every_frame_count and artifact.keys == tuple(fan.fan_plan.frames)
+    assert artifact.frame_range[1] == 16 and artifact.metadata["input"]["shape"] == [1, 3, "T", SIZE, SIZE]
+    result = invoke("budget", str(tmp_path / "all.pt2"), "--latency-ms", "1000", "--repeats", "1", "--warmup", "0",
+                    "--trust-pickle", "--json")
+    assert result.exit_code == 0, result.output

@@ -73,6 +73,7 @@ def _check_tsm_finetune_videos(out, tmp):
 
 def _check_onnx_every_frame_count(out, tmp):
     assert float(_line(out, r"^exported tsm\.onnx: .* max \|diff\| (\S+)$")[1]) <= 1e-4
+    _line(out, r"^input clip: .*; trained keys \[4, 8, 16\], frames \[2, 64\]$")  # the metadata fan_convert.export wrote
     for t in (4, 6, 8, 12, 16, 20):  # one file, every clip length
         _line(out, rf"^{t:2d} frames -> logits \(1, 10\), class \d+$")
     _line(out, r"^4 channels: refused by onnxruntime")

@@ -30,18 +30,6 @@ def stored_input_size(given: Optional[int], fan, fallback: int) -> int:
     return given if given is not None else crop or opt.input_size(None, fan, fallback)
 
 
-def artifact_metadata(fan, t: int, size: int, batch: int, dynamic_batch: bool, source: str) -> dict:
-    """What an exported artifact carries: its frame count and key, classes, preprocessing, input."""
-    from ..context import nearest_key
-
-    pre = getattr(fan, "fan_preprocessing", None)
-    layout = (pre or {}).get("layout", "BCTHW")
-    shape = [batch, t, 3, size, size] if layout == "BTCHW" else [batch, 3, t, size, size]
-    return {"frames": t, "key": nearest_key(t, fan.fan_plan.frames), "exported_from": source,
-            "classes": getattr(fan, "fan_classes", None), "preprocessing": pre,
-            "input": {"shape": shape, "layout": layout, "dtype": "float32", "batch": "dynamic" if dynamic_batch else batch}}
-
-
 def input_line(fan, size: int) -> str:
     """What the exported model expects, in one line."""
     pre = getattr(fan, "fan_preprocessing", None)
@@ -89,6 +77,7 @@ def export_command(
 
         from ..context import check_frames
         from ..deploy.export import WRITERS, ExportOptions, export_verified, format_for
+        from ..deploy.metadata import artifact_metadata, metadata_props
         from ..io import check_output
 
         if fmt is not None and fmt not in WRITERS:
@@ -128,7 +117,7 @@ def export_command(
             console.print(served, highlight=False)
         for t, path in outputs.items():
             say(f"exporting {t} frames to {path} and checking it against the FAN ...")
-            metadata = {"fan_convert": json.dumps(artifact_metadata(fan, t, size, batch, dynamic_batch, model_file.name))}
+            metadata = metadata_props(artifact_metadata(fan, t, size, batch, dynamic_batch, model_file.name))
             results.append(export_verified(fan, t, path, options=replace(options, metadata=metadata)))
     from rich.table import Table
 
@@ -155,6 +144,7 @@ def _export_every_frame_count(fan, model_file: Path, output, fmt: str, size: int
 
     from ..deploy.dynamic import export, frame_multiple, frame_range
     from ..deploy.export import WRITERS, export_verified
+    from ..deploy.metadata import every_frame_count_metadata, metadata_props
     from ..io import check_output
 
     keys = tuple(fan.fan_plan.frames)
@@ -162,13 +152,9 @@ def _export_every_frame_count(fan, model_file: Path, output, fmt: str, size: int
     check_output(path, overwrite=force)
     multiple = frame_multiple(fan)
     low, high = frame_range(keys, max_frames, multiple)
-    metadata = artifact_metadata(fan, keys[-1], size, batch, dynamic_batch, model_file.name)
-    del metadata["key"]
-    metadata.update(frames="any", frame_range=[low, high], frame_multiple=multiple, keys=list(keys))
-    shape = metadata["input"]["shape"]
-    shape[1 if metadata["input"]["layout"] == "BTCHW" else 2] = "T"
+    metadata = every_frame_count_metadata(fan, size, (low, high), multiple, batch, dynamic_batch, model_file.name)
     result = export(fan, path, format=fmt, input_size=size, batch=batch, dynamic_batch=dynamic_batch, max_frames=max_frames,
-                    overwrite=force, atol=atol, metadata={"fan_convert": json.dumps(metadata)})
+                    overwrite=force, atol=atol, metadata=metadata_props(metadata))
     say(f"measuring one specialized export ({keys[-1]} frames) for the size comparison ...")
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         one = export_verified(fan, keys[-1], Path(tmp) / f"one{WRITERS[fmt].suffix}", format=fmt, input_size=size, batch=batch,

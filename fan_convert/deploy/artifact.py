@@ -27,10 +27,10 @@ import torch
 
 from ..errors import describe
 from .export import WRITERS
+from .metadata import METADATA_KEY
 
 __all__ = ["Artifact", "read_artifact", "load_runner", "METADATA_KEY"]
 
-METADATA_KEY = "fan_convert"  # ONNX metadata_props key / .pt2 extra file name
 
 
 @dataclass(frozen=True)

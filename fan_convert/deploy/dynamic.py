@@ -40,6 +40,7 @@ from ..surgery import rules as surgery_rules
 from .clips import make_clip
 from .export import WRITERS, ExportError, VerificationError, _check_packages, _max_diff, format_for, full_fp32
 from .guards import GuardLog
+from .metadata import every_frame_count_metadata, metadata_props
 
 __all__ = ["dynamic_form", "export", "DynamicExportResult", "check_frames_for", "frame_range", "frame_multiple"]
 
@@ -252,6 +253,8 @@ def export(fan: nn.Module, path: str | os.PathLike, *, format: str | None = None
         raise ExportError(f"torch.export could not export the model with a dynamic frame axis: {why}; "
                           "export one T at a time (--frames)") from err
     del form
+    if metadata is None:  # what `fan-convert budget` and read_artifact need: classes, preprocessing, frame range, input
+        metadata = metadata_props(every_frame_count_metadata(fan, input_size, (low, high), multiple, batch, dynamic_batch))
     checked: dict[int, float] = {}
 
     def write(temp: str) -> None:
