@@ -1,27 +1,15 @@
 """Smoke tests of the benchmark scripts in bench/ (tiny configurations; numbers meaningless)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCH = Path(__file__).parent.parent / "bench"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def table1():
-    return load("table1")
+    return load_bench("table1")
 
 
 def test_mixed_sampling_blends_sparse_and_dense_four_frame_views(table1):
@@ -66,7 +54,7 @@ def test_table1_quick_run_writes_tables_plot_and_resumes(table1, tmp_path, capsy
 
 def test_cost_quick_run_reports_every_section(tmp_path):
     out = tmp_path / "cost.md"
-    load("cost").main(["--quick", "--out", str(out)])
+    load_bench("cost").main(["--quick", "--out", str(out)])
     text = out.read_text()
     for section in ("Parameters", "GFLOPs", "CPU latency", "Training step", "Data loading", "Conversion time"):
         assert f"### {section}" in text
@@ -74,7 +62,7 @@ def test_cost_quick_run_reports_every_section(tmp_path):
 
 
 def test_per_class_quick_run_writes_a_row_per_class(tmp_path):
-    load("per_class").main(["--quick", "--out", str(tmp_path)])
+    load_bench("per_class").main(["--quick", "--out", str(tmp_path)])
     lines = (tmp_path / "per_class_T4_quick.md").read_text().splitlines()
     assert "FAN-finetune, kernel 3" in lines[2]
     assert sum(line.startswith("| moving") for line in lines) == 4 and lines[-1].startswith("| parameters")
@@ -120,7 +108,7 @@ def test_overparam_quick_rows_resume_across_runs_and_report_without_training(tab
 
 
 def test_private_copies_give_each_key_its_own_weights():
-    gap = load("gap_study")
+    gap = load_bench("gap_study")
     import fan_convert
 
     torch.manual_seed(0)
@@ -135,7 +123,7 @@ def test_private_copies_give_each_key_its_own_weights():
 
 
 def test_gap_study_quick_run_writes_its_table_and_resumes(tmp_path, capsys):
-    gap = load("gap_study")
+    gap = load_bench("gap_study")
     argv = ["--quick", "--rows", "ce4-short", "private-stage3", "--out", str(tmp_path)]
     per_seed = gap.main(argv)
     assert set(per_seed[0]) == {"ce4-short", "private-stage3"}
@@ -151,7 +139,7 @@ def test_data_throughput_measures_both_readers_and_the_reference_frame_floor(tmp
 
     from fan_convert.testing import write_video
 
-    bench = load("data_throughput")
+    bench = load_bench("data_throughput")
     rng = np.random.default_rng(0)
     video = write_video(tmp_path / "clip.mp4", (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(40)))
     folder = tmp_path / "frames"

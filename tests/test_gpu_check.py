@@ -1,24 +1,16 @@
 """The CPU-safe parts of bench/gpu_check.py: the report without a GPU, the torchrun worker on
 gloo, the throughput row and the table (the GPU parts run on a GPU machine)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).parent.parent / "bench" / "gpu_check.py"
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("bench_gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("gpu_check")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the report of a machine without a GPU")

@@ -271,14 +271,11 @@ def test_without_transformers_an_hf_spec_names_the_extra(monkeypatch):
 
 
 def test_fine_tuning_reads_videos_as_the_model_takes_them(tmp_path):
-    from conftest import encode
+    from conftest import two_class_videos
 
     from fan_convert.data import MultiViewClips, video_folder
 
-    for c in ("a", "b"):
-        (tmp_path / "videos" / c).mkdir(parents=True)
-        for v in range(2):
-            encode(tmp_path / "videos" / c / f"{v}.mp4", 12, size=(36, 40))
+    two_class_videos(tmp_path, 2, growth=0, size=(36, 40))
     folder = tmp_path / "vm"
     small("videomae").save_pretrained(folder)
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]

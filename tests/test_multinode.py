@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import encode
+from conftest import two_class_videos
 from safetensors.torch import load_file
 from test_readme import code_blocks, shell_commands
 from test_trainer import make
@@ -77,10 +77,7 @@ def workspace(tmp_path_factory) -> Path:
     """``videos/{a,b}/*.mp4`` and ``fan.safetensors``: a tiny ViT-TSN (layer norm only, so that
     two processes' half batches give the gradient of the whole batch) adapted at 2 and 4 frames."""
     root = tmp_path_factory.mktemp("multinode")
-    for c in ("a", "b"):
-        (root / "videos" / c).mkdir(parents=True)
-        for v in range(VIDEOS_PER_CLASS):
-            encode(root / "videos" / c / f"{v}.mp4", 12 + 2 * v, size=(32, 40))
+    two_class_videos(root, VIDEOS_PER_CLASS, growth=2)
     torch.manual_seed(0)
     model = fan_convert.zoo.build("timm:test_vit", temporal="tsn", num_classes=2, img_size=32, patch_size=8)
     fan_convert.save(fan_convert.adapt(model, frames=(2, 4)), root / "fan.safetensors")

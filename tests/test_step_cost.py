@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from conftest import load_bench
 from torch import nn
 
 import fan_convert
@@ -158,21 +159,8 @@ def test_fan_training_step_equals_the_weight_side_step(dtype, monkeypatch):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
 
 
-def _load(name: str):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_bench_prints_and_writes_the_ratio(tmp_path, monkeypatch, capsys):
-    step_cost = _load("step_cost")
+    step_cost = load_bench("step_cost")
     monkeypatch.setitem(step_cost.FAMILIES, "tiny", step_cost.Family("fan_convert:tiny_resnet", {"temporal": "tsm", "num_classes": 10},
                                                                      (4, 8, 16), 8, 32))
     out = tmp_path / "step_cost.md"
@@ -189,7 +177,7 @@ def test_the_bench_prints_and_writes_the_ratio(tmp_path, monkeypatch, capsys):
 
 
 def test_the_gpu_check_times_every_family_at_batch_8_and_32(tmp_path, monkeypatch):
-    gpu_check = _load("gpu_check")
+    gpu_check = load_bench("gpu_check")
     calls = []
 
     def fake(name, spec, options, size, *, batch, keys, trained_at):
@@ -207,7 +195,7 @@ def test_the_gpu_check_times_every_family_at_batch_8_and_32(tmp_path, monkeypatc
 
 
 def test_the_bench_reference_is_the_weight_side_path(monkeypatch):
-    step_cost = _load("step_cost")
+    step_cost = load_bench("step_cost")
     fan = step_cost.use_reference_alteration(_r3d_fan())
     monkeypatch.setattr(alteration, "scale_input", lambda *a, **k: pytest.fail("scaled the input"))
     fan(torch.randn(1, 3, 4, 32, 32)).sum().backward()

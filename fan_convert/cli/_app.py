@@ -97,18 +97,15 @@ def step(message: str | None, *extra: type[BaseException], after: Callable[[], s
         spinner.start()
     plain = _Announcer(message) if message is not None and spinner is None else None  # piped: a line after 1 s
     try:
-        yield (spinner.update if spinner is not None else plain.update if plain is not None else lambda text: None)
+        try:
+            yield (spinner.update if spinner is not None else plain.update if plain is not None else lambda text: None)
+        finally:  # before an error line is printed, and after a step that ends
+            if spinner is not None:
+                spinner.stop()
+            if plain is not None:
+                plain.stop()
     except _ERRORS + extra as err:
-        if spinner is not None:
-            spinner.stop()
-        if plain is not None:
-            plain.stop()
         _fail(first_line(err, limit=None) + after())
-    finally:
-        if spinner is not None:
-            spinner.stop()
-        if plain is not None:
-            plain.stop()
 
 
 class _Announcer:
