@@ -133,11 +133,13 @@ def _readable(temp: str) -> None:
 
 
 def _without_debug_info(program):
-    """The program without what only debugging reads: each node's Python stack trace and the
-    stored example inputs (a whole clip). Half of a small model's file was these; the graph, the
-    weights and the input signature are unchanged."""
+    """The program without what running it never reads: each node's Python stack trace and
+    module path (only ``torch.export.unflatten`` uses those) and the stored example inputs (a
+    whole clip). Half of a small model's file was these; the graph, the weights and the input
+    signature are unchanged."""
     for node in program.graph.nodes:
-        node.meta.pop("stack_trace", None)
+        for key in ("stack_trace", "nn_module_stack"):
+            node.meta.pop(key, None)
     program.example_inputs = None
     return program
 
