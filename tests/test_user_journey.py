@@ -4,6 +4,7 @@ checked for one output fact; every bad input is one line, exit 2, and leaves ear
 they were."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -177,17 +178,67 @@ def test_convert_patterns_and_the_head(home, tmp_path):
            "fan_convert:tiny_resnet --temporal tsm --num-classes N` gives a new N-class head" in shown
 
 
-def test_train_speaks_within_two_seconds_when_piped(trained, home, tmp_path):
-    """Piped (a log file, CI): the first line within 2 s, and no silence longer than 2 s after it."""
-    command = [sys.executable, "-m", "fan_convert", "train", str(trained), "--data", str(home / "train"), *SIZE,
-               "--epochs", "2", "--batch-size", "2", "--out-dir", str(tmp_path / "run")]
+# Validation clips made 0.3 s slower each, patched into the piped `fan-convert` process when it
+# first imports fan_convert.data.datasets (not before: the first line must still come within 2 s
+# of the start): 12 validation videos take >= 3.6 s, more than 2 s of silence without progress.
+SLOW_VALIDATION = """
+import importlib.util, sys, time
+
+class SlowValidation:
+    def find_spec(self, name, path=None, target=None):
+        if name != "fan_convert.data.datasets":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            views_for = module.MultiViewClips.views_for
+
+            def slow(self, index, frames):
+                if not self.train:
+                    time.sleep(0.3)
+                return views_for(self, index, frames)
+
+            module.MultiViewClips.views_for = slow
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, SlowValidation())
+"""
+
+
+def piped(*argv, prelude: str = "") -> list[tuple[float, str]]:
+    """`fan-convert ARGV` with stdout and stderr piped (a log file, CI), run after ``prelude``
+    (Python): its lines, each with the seconds since the process started; exit code 0 is checked."""
+    code = f"{prelude}\nimport sys\nfrom fan_convert.cli import main\nsys.argv[0] = 'fan-convert'\nmain()\n"
     started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-c", code, *map(str, argv)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     stamps = [(time.monotonic() - started, line.rstrip()) for line in process.stdout]
     assert process.wait(timeout=300) == 0, stamps
+    return stamps
+
+
+def assert_never_silent(stamps: list[tuple[float, str]]) -> None:
+    """The first line within 2 s of the start, and no silence longer than 2 s after it (each
+    with 0.5 s of slack for a loaded machine)."""
     times = [0.0] + [t for t, _ in stamps]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert max(gaps) <= 2.5, "\n".join(f"{t:6.2f} {line}" for t, line in stamps)  # 2 s + slack for a loaded machine
+    assert max(gaps) <= 2.5, "\n".join(f"{t:6.2f} {line}" for t, line in stamps)
+
+
+def test_train_speaks_within_two_seconds_when_piped(trained, home, tmp_path):
+    """Piped (a log file, CI): the first line within 2 s, and no silence longer than 2 s after it,
+    validation after each epoch (--val, slowed to >= 3.6 s) included."""
+    val = folders(tmp_path / "val", CLASSES, videos=4)
+    stamps = piped("train", trained, "--data", home / "train", "--val", val, *SIZE, "--epochs", 2, "--batch-size", 2,
+                   "--out-dir", tmp_path / "run", prelude=SLOW_VALIDATION)
+    assert_never_silent(stamps)
+    took = [float(m[1]) for _, line in stamps if (m := re.search(r"validation top-1 .*\(12 videos, ([\d.]+) s\)", line))]
+    assert len(took) == 2 and min(took) >= 3.6, stamps  # the slow validation ran, after each epoch
 
 
 def test_no_videos_says_why(tmp_path):
