@@ -18,6 +18,7 @@ import importlib.util
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from . import extensions as _extensions
 from ._version import __version__
 
 # public name -> the module that defines it
@@ -53,6 +54,15 @@ _MOVED = {
 _SUBPACKAGES = (
     "clips", "context", "data", "deploy", "integrations", "io", "nn", "outputs", "pipeline", "surgery", "testing", "train", "zoo",
 )
+
+
+def _load_integrations() -> None:
+    """The integrations with other model libraries: each registers its rules with the rule table
+    when imported. Declared here, above every layer, so that the table never names them."""
+    importlib.import_module("fan_convert.integrations.transformers")
+
+
+_extensions.declare(_load_integrations)  # run when the rule table first loads: `import fan_convert` stays light
 
 
 def _available(name: str) -> bool:

@@ -1,7 +1,6 @@
 """fan_convert.data: the data pipeline sits below training (it imports nothing from train, cli or
 deploy), and the old fan_convert.train.* paths still work, with a DeprecationWarning."""
 
-import ast
 import importlib
 import re
 import subprocess
@@ -9,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_import_layers import imported
 
 import fan_convert.data
 
@@ -17,17 +17,9 @@ ABOVE = ("fan_convert.train", "fan_convert.cli", "fan_convert.deploy")
 
 
 def _imports(path: Path) -> set[str]:
-    """Every module ``path`` imports, at the top or inside functions, relative imports resolved."""
-    package = "fan_convert.data"
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
-            module = ".".join(part for part in (base, node.module) if part)
-            found |= {module} | {f"{module}.{alias.name}" for alias in node.names}
-    return found
+    """Every fan_convert module ``path`` imports, at the top or inside functions, or names in a string."""
+    module = "fan_convert.data" + ("" if path.stem == "__init__" else f".{path.stem}")
+    return imported(path.read_text(), module, is_package=path.stem == "__init__")
 
 
 @pytest.mark.parametrize("path", sorted(DATA.glob("*.py")), ids=lambda p: p.name)

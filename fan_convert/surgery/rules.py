@@ -25,6 +25,8 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from .. import extensions
+
 __all__ = [
     "Rule", "BuildContext", "register_rule", "register_norm", "rules", "rule_named", "match", "near_miss",
     "fan_layer_types", "user_rule_names", "known_norm_types", "leaf_types", "unregister_rule", "missing_rules", "KINDS",
@@ -169,10 +171,6 @@ _fallback: list[Rule] = []
 _defaults: list[Callable[[nn.Module], dict]] = []
 _loaded = False
 
-# Integrations with other libraries, loaded with the table: each registers its rules and defaults
-# through register_integration(), so the generic planner knows them only through this table.
-INTEGRATIONS = ("fan_convert.integrations.transformers",)
-
 
 def _table() -> list[Rule]:
     global _loaded
@@ -184,8 +182,9 @@ def _table() -> list[Rule]:
             _add(_builtin, rule)
         for rule in builtin_rules.FALLBACK_RULES:
             _add(_fallback, rule)
-        for name in INTEGRATIONS:
-            importlib.import_module(name)
+        # integrations with other libraries, declared by the package root (fan_convert.extensions):
+        # each registers its rules and defaults through register_integration()
+        extensions.load_declared()
     return _user + _builtin + _integrated + _fallback
 
 
@@ -193,7 +192,9 @@ def register_integration(rules: Sequence[Rule], defaults: Callable[[nn.Module], 
     """Add a library integration's rules to the built-in table (after the generic built-in rules,
     before the catch-all ones) and, optionally, ``defaults(model) -> dict``: plan options such as
     ``trained_at`` or ``frame_axis`` that models of that library imply (an empty dict when
-    ``model`` is not one of them). Called once, by the integration module, when the table loads."""
+    ``model`` is not one of them). Called once, by the integration module when it is imported:
+    the package root declares the integrations (:mod:`fan_convert.extensions`), and the table
+    imports them when it first loads."""
     for rule in rules:
         _add(_integrated, rule)
     if defaults is not None:
