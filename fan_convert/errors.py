@@ -7,6 +7,11 @@ class UnknownArchError(ValueError):
     """An architecture spec that names nothing buildable."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model (also
+    :class:`fan_convert.io.CheckpointError`)."""
+
+
 def first_line(err: BaseException, limit: int | None = 200) -> str:
     """The first non-empty line of ``err``'s message (at most ``limit`` characters), or the
     exception's class name when it has no message (``limit=None``: the whole line). A ``KeyError`` is shown without the quotes

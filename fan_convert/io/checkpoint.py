@@ -20,14 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import first_line
+from ..errors import CheckpointError, first_line
 
 _NESTED_KEYS = ("state_dict", "model_state", "model_state_dict", "model", "module", "net", "network", "weights", "params")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model."""
 
 
 @dataclass
@@ -52,10 +48,11 @@ def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> C
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist; check the path")
     if path.is_dir():
-        from .pretrained_folder import is_pretrained_folder, read_pretrained_folder
+        from ..integrations.transformers.pretrained_folder import is_pretrained_folder, read_pretrained_folder
 
         if is_pretrained_folder(path):  # transformers save_pretrained: config.json + weights
-            return read_pretrained_folder(path)
+            model, notes = read_pretrained_folder(path)
+            return Checkpoint({k: v.detach() for k, v in model.state_dict().items()}, notes, model.fan_arch, model)
         raise CheckpointError(
             f"checkpoint '{path}' is a directory without a config.json; give the checkpoint file inside it "
             "(or a transformers save_pretrained folder)")

@@ -1,4 +1,5 @@
-"""A ``transformers`` ``save_pretrained`` folder read as a checkpoint.
+"""A ``transformers`` ``save_pretrained`` folder read as a checkpoint (by
+:func:`fan_convert.io.read_checkpoint`, which gives a folder to :func:`read_pretrained_folder`).
 
 The folder holds ``config.json`` and the weights: ``model.safetensors``, the shards named by
 ``model.safetensors.index.json``, or ``pytorch_model.bin``, read by ``transformers``' own loader
@@ -15,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint, CheckpointError
+from ...errors import CheckpointError, first_line
+from .models import config_fields, hf_config, read_config_file, video_classifiers
 
 __all__ = ["is_pretrained_folder", "read_pretrained_folder"]
 
@@ -28,19 +30,18 @@ def is_pretrained_folder(path: str | Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
-def read_pretrained_folder(path: str | Path) -> Checkpoint:
-    """A ``save_pretrained`` folder as a :class:`~.checkpoint.Checkpoint`: its tensors, notes,
-    ``arch`` (``{"spec": "hf:<model_type>", "kwargs": <config fields>}``, what
-    :func:`fan_convert.zoo.build` rebuilds it from) and ``model``, the classifier built and loaded
-    while reading (in eval mode), so that nothing builds it a second time.
+def read_pretrained_folder(path: str | Path) -> tuple[nn.Module, list[str]]:
+    """The classifier of a ``save_pretrained`` folder, built and loaded while reading (in eval
+    mode, so that nothing builds it a second time), and notes on what was read. ``model.fan_arch``
+    is its architecture: ``{"spec": "hf:<model_type>", "kwargs": <config fields>}``, what
+    :func:`fan_convert.zoo.build` rebuilds it from. Raises
+    :class:`~fan_convert.errors.CheckpointError` for a folder that cannot be read.
 
     Example::
 
-        checkpoint = read_pretrained_folder("videomae-ssv2/")
-        checkpoint.model.fan_arch == checkpoint.arch   # True
+        model, notes = read_pretrained_folder("videomae-ssv2/")
+        model.fan_arch["spec"]   # 'hf:videomae'
     """
-    from ..integrations.transformers import config_fields, hf_config, read_config_file, video_classifiers
-
     path = Path(path)
     try:
         saved = read_config_file(path).get("architectures") or []
@@ -62,9 +63,8 @@ def read_pretrained_folder(path: str | Path) -> Checkpoint:
     notes.append(f"read the save_pretrained folder of a {wanted} ({config.model_type})")
     if normalisation:
         notes.append(f"normalisation from the preprocessor config: mean {normalisation['image_mean']}, std {normalisation['image_std']}")
-    arch = {"spec": f"hf:{config.model_type}", "kwargs": config_fields(config)}
-    model.fan_arch = arch
-    return Checkpoint({k: v.detach() for k, v in model.state_dict().items()}, notes, arch, model.eval())
+    model.fan_arch = {"spec": f"hf:{config.model_type}", "kwargs": config_fields(config)}
+    return model.eval(), notes
 
 
 def _normalisation(path: Path) -> dict:
@@ -102,7 +102,7 @@ def _read_weights(path: Path, model_class, config) -> tuple[nn.Module, list[str]
             str(path), config=config, local_files_only=True, trust_remote_code=False, output_loading_info=True, dtype=torch.float32,
             ignore_mismatched_sizes=True)
     except Exception as err:  # damaged file, bad index: transformers raises many kinds
-        raise CheckpointError(f"cannot read the weights of '{path}' ({type(err).__name__}: {_first_line(err)})") from None
+        raise CheckpointError(f"cannot read the weights of '{path}' ({type(err).__name__}: {first_line(err)})") from None
     finally:
         logging.set_verbosity(verbosity)
         logging.enable_progress_bar()
@@ -118,8 +118,3 @@ def _read_weights(path: Path, model_class, config) -> tuple[nn.Module, list[str]
 def _key(keys) -> str:
     first = sorted(keys, key=str)[0]
     return first[0] if isinstance(first, tuple) else first
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
