@@ -241,6 +241,34 @@ def test_train_speaks_within_two_seconds_when_piped(trained, home, tmp_path):
     assert len(took) == 2 and min(took) >= 3.6, stamps  # the slow validation ran, after each epoch
 
 
+@pytest.mark.parametrize("command", ["convert", "calibrate", "eval", "export"])
+def test_every_step_speaks_within_two_seconds_when_piped(command, trained, home, tmp_path):
+    """Piped, each step of the journey: the first line within 2 s and no silence over 2 s."""
+    argv = {
+        "convert": [home / "pretrained.pth", *ARCH, "--frames", 2, 4, "--num-classes", 3, "-o", tmp_path / "fan.safetensors"],
+        "calibrate": ["calibrate", trained, "--data", home / "train", "--batches", 2, "-o", tmp_path / "cal.safetensors"],
+        "eval": ["eval", trained, "--data", home / "val", "--frames", 2, 3, 4, "--json", tmp_path / "r.json"],
+        "export": ["export", trained, "--frames", 4, "-o", tmp_path / "m.onnx"],  # importing onnx holds the GIL for 1-2 s
+    }[command]
+    assert_never_silent(piped(*argv))
+
+
+def test_a_step_prints_its_line_at_once_before_a_long_call(capsys):
+    """say(text, now=True): piped, the line is printed at once (a C extension's import that holds
+    the GIL would delay the 2-second line), but not in a step's first second (a refusal stays one line)."""
+    from fan_convert.cli._app import _Announcer
+
+    quick = _Announcer("loading ...", delay=60)
+    quick.update("importing onnx ...", now=True)
+    quick.stop()
+    assert capsys.readouterr().err == ""
+    slow = _Announcer("loading ...", delay=0.01)
+    time.sleep(0.2)
+    slow.update("importing onnx ...", now=True)
+    slow.stop()
+    assert "importing onnx ..." in capsys.readouterr().err
+
+
 def test_no_videos_says_why(tmp_path):
     from fan_convert.data import DataError, scan_video_folder
 

@@ -87,18 +87,21 @@ def _fail(message: str) -> None:
 
 
 @contextmanager
-def step(message: str | None, *extra: type[BaseException], after: Callable[[], str] = str) -> Iterator[Callable[[str], None]]:
+def step(message: str | None, *extra: type[BaseException], after: Callable[[], str] = str) -> Iterator[Callable[..., None]]:
     """Show ``message`` with a spinner while the block runs (on a terminal; it leaves no line
     behind) and turn the errors a user can fix into one ``error: <message><after()>`` line, exit
-    code 2. Yields a function that changes the message. ``message=None``: no spinner (for steps
-    that show their own progress)."""
+    code 2. Yields ``say(text, now=False)``, which changes the message; ``now=True``, piped, also
+    prints it at once (once the step has run for a second): before a call that holds the GIL for
+    a second or more (a C extension's import), which the 2-second lines would wait for.
+    ``message=None``: no spinner (for steps that show their own progress)."""
     spinner = errors.status(message) if message is not None and errors.is_terminal else None
     if spinner is not None:
         spinner.start()
     plain = _Announcer(message) if message is not None and spinner is None else None  # piped: a line after 1 s
     try:
         try:
-            yield (spinner.update if spinner is not None else plain.update if plain is not None else lambda text: None)
+            yield (plain.update if plain is not None else (lambda text, now=False: spinner.update(text))
+                   if spinner is not None else lambda text, now=False: None)
         finally:  # before an error line is printed, and after a step that ends
             if spinner is not None:
                 spinner.stop()
@@ -111,33 +114,49 @@ def step(message: str | None, *extra: type[BaseException], after: Callable[[], s
 class _Announcer:
     """Where no spinner can be drawn (a pipe, a log file): the step's message as a plain line on
     stderr once it has run for ``delay`` seconds, then the current message again every 2 s
-    while it runs, with the elapsed time. A step that fails or ends sooner prints nothing, so a
-    bad input stays one line."""
+    (after the last line) while it runs, with the elapsed time. A step that fails or ends sooner
+    prints nothing, so a bad input stays one line."""
 
     def __init__(self, message: str, delay: float = 1.0, every: float = 2.0):
         import threading
         import time
 
         self.message, self.started, self.stopped = message, time.monotonic(), threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(delay, every), daemon=True)
+        self.delay, self.every, self.due, self.first = delay, every, self.started + delay, True
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _run(self, delay: float, every: float) -> None:
+    def _run(self) -> None:
         import time
 
-        wait, first = delay, True
-        while not self.stopped.wait(wait):
-            message = self.message
-            if message is None:
-                return
-            progress(message if first else f"{message} ({time.monotonic() - self.started:.0f} s)")
-            wait, first = every, False
+        while not self.stopped.wait(max(0.0, self.due - time.monotonic())):
+            with self.lock:
+                if self.message is None:
+                    return
+                if time.monotonic() >= self.due:  # else a line printed meanwhile (update(now=True)) moved it on
+                    self._print()
 
-    def update(self, message: str) -> None:
-        self.message = message
+    def _print(self) -> None:
+        import time
+
+        now = time.monotonic()
+        progress(self.message if self.first else f"{self.message} ({now - self.started:.0f} s)")
+        self.due, self.first = now + self.every, False
+
+    def update(self, message: str, now: bool = False) -> None:
+        import time
+
+        with self.lock:
+            if self.message is None:
+                return
+            self.message = message
+            if now and time.monotonic() - self.started >= self.delay:
+                self._print()
 
     def stop(self) -> None:
-        self.message = None
+        with self.lock:
+            self.message = None
         self.stopped.set()
 
 

@@ -30,6 +30,14 @@ def stored_input_size(given: Optional[int], fan, fallback: int) -> int:
     return given if given is not None else crop or opt.input_size(None, fan, fallback)
 
 
+def _import_if_installed(packages) -> None:
+    for name in packages:
+        try:
+            __import__(name)
+        except ImportError:
+            pass  # the export names what is missing, and how to install it
+
+
 def input_line(fan, size: int) -> str:
     """What the exported model expects, in one line."""
     pre = getattr(fan, "fan_preprocessing", None)
@@ -84,6 +92,9 @@ def export_command(
             raise ValueError(f"--format {fmt!r} is not supported: use one of {', '.join(WRITERS)}")
         fmt = format_for(output, fmt) if output is not None else fmt or "torch-export"
         fan = _load_fan(model_file, trust_factory, "export")
+        if fmt == "onnx":  # importing onnx holds the GIL for 1-2 s (ml_dtypes): a line before it, not one late after it
+            say("loading the ONNX exporter (onnx, onnxscript, onnxruntime) ...", now=True)
+            _import_if_installed(WRITERS[fmt].packages)
         every_key = [f.lower() for f in frames or ()] == ["keys"]
         if frames is None or [f.lower() for f in frames] == ["all"]:
             say("exporting one artifact for every frame count and checking it against the FAN ...")
