@@ -16,17 +16,12 @@ from fan_convert.deploy import dynamic as dynamic_module
 from fan_convert.deploy.dynamic import check_frames_for, dynamic_form, export
 from fan_convert.io import OutputError
 from fan_convert.nn.stacked import StackedAlteration, StackedNorm, key_index_for
+from fan_convert.testing import random_clip
 from fan_convert.zoo import build
 
 KEYS = (4, 8, 16)
 SIZE = 32
 fan = pytest.fixture(scope="module", name="fan")(tiny_fan)  # test_deploy's tiny FAN, every key moved apart
-
-
-
-
-def clip(t: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(1, 3, t, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
 
 
 def test_the_key_index_is_the_nearest_key_with_ties_up():
@@ -54,7 +49,7 @@ def test_the_stacked_form_computes_what_the_fan_computes(fan):
     assert any(isinstance(m, StackedAlteration) for m in form.modules())
     with torch.no_grad():
         for t in (2, 4, 6, 7, 12, 20):
-            x = clip(t)
+            x = random_clip(t, SIZE)
             assert torch.allclose(form(x), fan(x), atol=1e-6), t
     assert any(isinstance(m, fan_convert.nn.NormBank) for m in fan.modules())  # the FAN is untouched
 
@@ -80,9 +75,9 @@ def test_one_pt2_serves_every_frame_count(fan, tmp_path):
     artifact = torch.export.load(str(result.path)).module()
     with torch.no_grad():
         for t in (3, 9, 33):  # frame counts the export never saw
-            x = clip(t, seed=t)
+            x = random_clip(t, SIZE, seed=t)
             assert (artifact(x) - fan(x)).abs().max() <= 1e-4, t
-        x = clip(6)  # a tie: key 8's sub-network, not key 4's
+        x = random_clip(6, SIZE)  # a tie: key 8's sub-network, not key 4's
         with fan_convert.frames(4):
             assert (artifact(x) - fan(x)).abs().max() > 1e-3
     # one file, not one per key: the tiny model's norms are a large share of it, so the ratio to one
@@ -102,7 +97,7 @@ def test_one_onnx_file_serves_every_frame_count(fan, tmp_path):
     assert clip_input.name == "clip" and isinstance(clip_input.shape[2], str)  # a symbolic frame axis
     with torch.no_grad():
         for t in (3, 13):
-            x = clip(t, seed=t)
+            x = random_clip(t, SIZE, seed=t)
             (logits,) = session.run(None, {"clip": x.numpy()})
             assert (torch.from_numpy(logits) - fan(x)).abs().max() <= 1e-4, t
 

@@ -26,14 +26,7 @@ from fan_convert.nn.time_pool import AdaptiveTimePool3d
 from fan_convert.surgery.conversion import ConversionPlan, Site
 from fan_convert.surgery.fixed_t import FIXED_T, find_fixed_t_sites, scale_clip
 from fan_convert.surgery.rewriter import rewrite_fixed_t
-
-
-def clip(t, size, seed=0):
-    return torch.randn(1, 3, t, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def fresh(x):
-    return list(x) if isinstance(x, list) else x  # SlowFast rewrites its input list
+from fan_convert.testing import fresh, random_clip
 
 
 def by_status(sites, status):
@@ -184,12 +177,12 @@ def s3d_64():
 
 MODELS = {
     # name: (builder, example at the trained T, trained_at, expected converted sites)
-    "pytorchvideo:slow_r50": (slow_r50_32, lambda: clip(8, 32), 8, {"blocks.5.pool"}),
-    "pytorchvideo:x3d_xs": (x3d_xs_64, lambda: clip(4, 64), 4, {"blocks.5.pool.pool"}),
+    "pytorchvideo:slow_r50": (slow_r50_32, lambda: random_clip(8, 32), 8, {"blocks.5.pool"}),
+    "pytorchvideo:x3d_xs": (x3d_xs_64, lambda: random_clip(4, 64), 4, {"blocks.5.pool.pool"}),
     "pytorchvideo:slowfast_r50": (
         lambda: pv_hub.slowfast_r50(pretrained=False, head_pool_kernel_sizes=((8, 1, 1), (32, 1, 1))),
-        lambda: [clip(8, 32), clip(32, 32, seed=1)], 32, {"blocks.5.pool.0", "blocks.5.pool.1"}),
-    "torchvision:s3d": (s3d_64, lambda: clip(16, 64), 16, {"avgpool"}),
+        lambda: [random_clip(8, 32), random_clip(32, 32, seed=1)], 32, {"blocks.5.pool.0", "blocks.5.pool.1"}),
+    "torchvision:s3d": (s3d_64, lambda: random_clip(16, 64), 16, {"avgpool"}),
 }
 
 
@@ -228,8 +221,8 @@ def test_s3d_refuses_keys_its_head_pool_cannot_serve_and_leaves_sliding_pools_al
     # the head pool sees 2 time steps at 16 frames: 4 frames would be half a step (and features.13,
     # a (2, 2, 2) stride-2 pool, gets one time step there): refused before anything is run
     with pytest.raises(ValueError, match=r"'avgpool' .* 2 time steps at trained_at=16 frames, so 4 frames .* multiples of 8"):
-        find_fixed_t_sites(model, 16, (4, 16), example_input=clip(16, 64))
-    sites = find_fixed_t_sites(model, 16, (8, 16), example_input=clip(16, 64))
+        find_fixed_t_sites(model, 16, (4, 16), example_input=random_clip(16, 64))
+    sites = find_fixed_t_sites(model, 16, (8, 16), example_input=random_clip(16, 64))
     assert set(by_status(sites, "converted")) == {"avgpool"}  # branch/downsampling max-pools slide: not sites
     assert not by_status(sites, "unsupported")
     assert type(model.avgpool) is nn.AvgPool3d  # the model was given its pool back
@@ -251,18 +244,18 @@ def test_pytorchvideo_mvit_positional_embedding_is_interpolated():
     torch.manual_seed(0)
     model = pv_hub.mvit_base_16x4(pretrained=False, spatial_size=64).eval()
     keys = model.state_dict().keys()
-    x16 = clip(16, 64)
+    x16 = random_clip(16, 64)
     sites = find_fixed_t_sites(model, 16, (8, 16), example_input=x16)
     assert [(s.path, s.becomes, s.status) for s in sites] == [
         ("cls_positional_encoding", "InterpolatedSpatioTemporalClsPositionalEncoding", "converted")]
     with torch.no_grad():
         reference = model(x16)
         with pytest.raises(RuntimeError):
-            model(clip(8, 64))
+            model(random_clip(8, 64))
         rewrite_fixed_t(model, sites, trained_at=16)
         assert model.state_dict().keys() == keys  # same parameters under the same names
         assert (model(x16) - reference).abs().max().item() <= 1e-5
-        out8 = model(clip(8, 64))
+        out8 = model(random_clip(8, 64))
         assert out8.shape == reference.shape and torch.isfinite(out8).all()
     plain8 = model.cls_positional_encoding.specialize(8)
     assert type(plain8) is SpatioTemporalClsPositionalEncoding and list(plain8.patch_embed_shape) == [4, 16, 16]
@@ -279,7 +272,7 @@ def test_torchvision_mvit_positional_embedding_is_interpolated():
     assert model.state_dict().keys() == keys
     with torch.no_grad():
         for t in (8, 16):
-            out = model(clip(t, 224))
+            out = model(random_clip(t, 224))
             assert out.shape == (1, 400) and torch.isfinite(out).all() and model.pos_encoding.temporal_size == t // 2
     assert model.pos_encoding.specialize(8).temporal_size == 4
 
@@ -290,7 +283,7 @@ def test_mvit_v2_relative_positions_only_need_the_temporal_size():
     assert [(s.path, s.status) for s in sites] == [("pos_encoding", "converted")]
     rewrite_fixed_t(model, sites, trained_at=16)
     with torch.no_grad():
-        assert model(clip(8, 224)).shape == (1, 400)
+        assert model(random_clip(8, 224)).shape == (1, 400)
 
 
 # ------------------------------------------------------------------- unsupported and left alone
@@ -321,7 +314,7 @@ class TSN(nn.Module):
 
 def test_stored_frame_counts_are_reported_unsupported():
     model = TSN()
-    sites = find_fixed_t_sites(model, 8, (4, 8, 16), example_input=clip(8, 16))
+    sites = find_fixed_t_sites(model, 8, (4, 8, 16), example_input=random_clip(8, 16))
     failed = by_status(sites, "unsupported")
     assert "num_segments=8" in failed[""].reason and "n_segment=8" in failed["shift"].reason
     assert all(s.becomes == "" for s in sites) and not by_status(sites, "converted")
@@ -345,7 +338,7 @@ class StemAndHead(nn.Module):
 
 def test_a_stem_pool_with_a_sliding_temporal_kernel_is_left_alone():
     model = StemAndHead().eval()
-    x = clip(8, 8)
+    x = random_clip(8, 8)
     sites = find_fixed_t_sites(model, 8, (4, 8, 16), example_input=x)
     assert [(s.path, s.status) for s in sites] == [("head_pool", "converted")]
     assert "pools all 6 time steps" in sites[0].reason
@@ -356,7 +349,7 @@ def test_a_stem_pool_with_a_sliding_temporal_kernel_is_left_alone():
         assert isinstance(model.head_pool, AdaptiveTimePool3d)
         assert torch.equal(model(x), reference)
         for t in (4, 16):
-            assert model(clip(t, 8)).shape == (1, 2)
+            assert model(random_clip(t, 8)).shape == (1, 2)
 
 
 def test_sites_round_trip_through_the_plan_and_bad_inputs_are_refused():
@@ -367,7 +360,7 @@ def test_sites_round_trip_through_the_plan_and_bad_inputs_are_refused():
                           analysis="module walk", params_before=0, sites=sites)
     assert ConversionPlan.from_dict(plan.to_dict()).sites == sites
     with pytest.raises(ValueError, match="trained_at=8"):
-        find_fixed_t_sites(model, 8, (4, 8), example_input=clip(4, 8))
+        find_fixed_t_sites(model, 8, (4, 8), example_input=random_clip(4, 8))
     with pytest.raises(ValueError, match="does not run"):
         find_fixed_t_sites(model, 8, (4, 8), example_input=torch.randn(1, 5, 8, 8, 8))
     with pytest.raises(ValueError, match="find the sites again"):
@@ -375,7 +368,7 @@ def test_sites_round_trip_through_the_plan_and_bad_inputs_are_refused():
 
 
 def test_scale_clip_scales_every_pathway_by_the_same_factor():
-    slow, fast = clip(8, 4), clip(32, 4)
+    slow, fast = random_clip(8, 4), random_clip(32, 4)
     scaled = scale_clip([slow, fast], 32, 16)
     assert [c.shape[2] for c in scaled] == [4, 16]
     assert torch.equal(scale_clip(slow, 8, 4), slow[:, :, ::2])
@@ -385,11 +378,11 @@ def test_scale_clip_scales_every_pathway_by_the_same_factor():
 
 def test_rewritten_models_copy_and_save():
     model = StemAndHead()
-    rewrite_fixed_t(model, find_fixed_t_sites(model, 8, (8,), example_input=clip(8, 8)), trained_at=8)
+    rewrite_fixed_t(model, find_fixed_t_sites(model, 8, (8,), example_input=random_clip(8, 8)), trained_at=8)
     twin = copy.deepcopy(model)
     assert isinstance(twin.head_pool, AdaptiveTimePool3d) and twin.head_pool.trained_frames == 8
     twin.load_state_dict(model.state_dict())
-    assert F.mse_loss(twin(clip(4, 8)), model(clip(4, 8))).item() == 0
+    assert F.mse_loss(twin(random_clip(4, 8)), model(random_clip(4, 8))).item() == 0
 
 
 def test_adapters_trace_with_torch_fx_and_keep_reading_t_from_the_input():

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import fan_convert
 from fan_convert.cli import app, cli_args
-from fan_convert.testing import as_if_fine_tuned
+from fan_convert.testing import as_if_fine_tuned, random_clip
 from fan_convert.zoo.catalog import HF_BLOCK, HF_SMALL
 
 transformers = pytest.importorskip("transformers")
@@ -38,8 +38,9 @@ def small(model_type: str, seed: int = 0):
 
 
 def clip(model, t: int, seed: int = 0) -> torch.Tensor:
+    """Two clips of ``t`` frames in ``model``'s (B, T, C, H, W) layout at its frame size."""
     size = model.config.to_dict().get("image_size") or model.config.crop_size
-    return torch.randn(2, t, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return random_clip(t, size, batch=2, frame_axis=1, seed=seed)
 
 
 def logits(model, x):
