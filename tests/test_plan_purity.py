@@ -1,7 +1,8 @@
 """plan() is a dry run: the model it is given comes back exactly as it was — the same module
 objects at the same paths, the same parameters, buffers, training flags and hooks — on every
 architecture of the zoo catalog, with and without an example clip (which runs the rewritten
-model at every key, on a private copy), and when that verification fails midway."""
+model at every key, on a private copy), and when that verification fails midway. So is
+`fan-convert inspect`, for the model it builds and plans."""
 
 from __future__ import annotations
 
@@ -56,6 +57,41 @@ def test_plan_leaves_every_zoo_model_as_it_was(entry: ZooEntry, example: bool):
     before = fingerprint(model)
     clip = entry.clip(entry.trained_at) if example else None
     fan_convert.plan(model, entry.frames, example_input=clip, **_plan_options(entry))
+    assert fingerprint(model) == before
+
+
+# `fan-convert inspect` plans an architecture it builds itself: by default for one 2D TSM, one 3D CNN
+# with a fixed-T head pool, one with none and one transformer (a save_pretrained folder); the rest with -m slow
+INSPECT_BY_DEFAULT = {"timm:resnet18", "pytorchvideo:x3d_xs", "torchvision:r3d_18", "hf:videomae"}
+
+
+@pytest.mark.parametrize("entry", [
+    pytest.param(e, id=e.name, marks=[] if e.name in INSPECT_BY_DEFAULT and not e.heavy else [pytest.mark.slow]) for e in ZOO])
+def test_inspect_leaves_the_model_it_plans_as_it_was(entry: ZooEntry, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import fan_convert.zoo
+    from fan_convert.cli import app, cli_args
+
+    if entry.name.startswith("hf:"):  # inspect reads a transformers model from its folder
+        entry.build().save_pretrained(tmp_path / "folder")
+        argv = ["inspect", str(tmp_path / "folder")]
+    else:
+        temporal = entry.kwargs.get("temporal")
+        argv = ["inspect", entry.spec, *(["--temporal", temporal] if temporal else [])]
+    built, real_build = [], fan_convert.zoo.build
+
+    def build_and_fingerprint(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        built.append((model, fingerprint(model)))
+        return model
+
+    monkeypatch.setattr(fan_convert.zoo, "build", build_and_fingerprint)
+    result = CliRunner().invoke(app, cli_args([*argv, "--frames", *map(str, entry.frames)]))
+    assert result.exit_code == 0, result.output
+    assert "FAN conversion at frames" in result.output, result.output  # it planned
+    assert len(built) == 1, "inspect built the model more than once"
+    model, before = built[0]
     assert fingerprint(model) == before
 
 
