@@ -447,16 +447,31 @@ def test_cli_budget_nothing_fits_is_one_line_exit_2(fan_file, tmp_path, monkeypa
         assert "CUDA is not available" in one_line_error(invoke("budget", fan_file, "--latency-ms", 20, "--device", "cuda"))
 
 
-def test_a_python_export_for_every_frame_count_carries_what_budget_reads(fan, tmp_path):
-    """fan_convert.export writes the same metadata as `fan-convert export`, so `fan-convert budget`
-    and read_artifact take a file exported from Python."""
+def test_a_python_export_for_every_frame_count_carries_what_budget_reads(tmp_path):
+    """fan_convert.export writes the metadata `fan-convert export` writes (frame range, keys,
+    classes, preprocessing, input at the recorded crop), so `fan-convert budget` and
+    choose_frames_for_artifact take a file exported from Python."""
     from fan_convert.deploy.artifact import read_artifact
-    from fan_convert.deploy.dynamic import export
+    from fan_convert.deploy.budget import choose_frames_for_artifact
 
-    export(fan, tmp_path / "all.pt2", input_size=SIZE, max_frames=16)
-    artifact = read_artifact(tmp_path / "all.pt2")
-    assert artifact.every_frame_count and artifact.keys == tuple(fan.fan_plan.frames)
-    assert artifact.frame_range[1] == 16 and artifact.metadata["input"]["shape"] == [1, 3, "T", SIZE, SIZE]
-    result = invoke("budget", str(tmp_path / "all.pt2"), "--latency-ms", "1000", "--repeats", "1", "--warmup", "0",
+    model = tiny_fan()
+    model.fan_classes = [f"class {i}" for i in range(10)]
+    model.fan_preprocessing = {"resize": SIZE, "crop": SIZE, "mean": [0.45] * 3, "std": [0.225] * 3, "layout": "BCTHW"}
+    fan_file = fan_convert.save(model, tmp_path / "task.fan.safetensors")
+    fan_convert.export(model, tmp_path / "python.pt2", max_frames=16)  # no input_size: the recorded crop, as the CLI
+    result = invoke("export", fan_file, "--max-frames", 16, "-o", tmp_path / "cli.pt2")
+    assert result.exit_code == 0, result.output
+
+    python, cli = read_artifact(tmp_path / "python.pt2"), read_artifact(tmp_path / "cli.pt2")
+    assert python.every_frame_count and python.keys == KEYS and python.frame_range[1] == 16
+    assert python.metadata["classes"] == model.fan_classes and python.metadata["preprocessing"]["crop"] == SIZE
+    assert python.metadata["input"]["shape"] == [1, 3, "T", SIZE, SIZE]
+    assert cli.metadata.pop("exported_from") == fan_file.name and python.metadata.pop("exported_from") is None
+    assert python.metadata == cli.metadata
+
+    chosen = choose_frames_for_artifact(tmp_path / "python.pt2", 1000, repeats=1, warmup=0, trust_pickle=True)
+    assert chosen.chosen == KEYS[-1], chosen
+    result = invoke("budget", tmp_path / "python.pt2", "--latency-ms", "1000", "--repeats", "1", "--warmup", "0",
                     "--trust-pickle", "--json")
     assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["settings"]["size"] in (SIZE, [SIZE, SIZE]), result.stdout

@@ -26,8 +26,9 @@ def _load_fan(path: Path, trust_factory: bool, command: str):
 
 def stored_input_size(given: Optional[int], fan, fallback: int) -> int:
     """--input-size as given, else the crop the FAN file records, else the model's own, else ``fallback``."""
-    crop = (getattr(fan, "fan_preprocessing", None) or {}).get("crop")
-    return given if given is not None else crop or opt.input_size(None, fan, fallback)
+    from ..deploy.metadata import input_size_of
+
+    return given if given is not None else input_size_of(fan, fallback)
 
 
 def _import_if_installed(packages) -> None:

@@ -40,7 +40,7 @@ from ..surgery import rules as surgery_rules
 from .clips import make_clip
 from .export import WRITERS, ExportError, VerificationError, _check_packages, _max_diff, format_for, full_fp32
 from .guards import GuardLog
-from .metadata import every_frame_count_metadata, metadata_props
+from .metadata import every_frame_count_metadata, input_size_of, metadata_props
 
 __all__ = ["dynamic_form", "export", "DynamicExportResult", "check_frames_for", "frame_range", "frame_multiple"]
 
@@ -171,7 +171,7 @@ def _dynamic_shapes(example: Any, axis: int, low: int, high: int, dynamic_batch:
 
 
 def export(fan: nn.Module, path: str | os.PathLike, *, format: str | None = None, frames: Sequence[int] | None = None,
-           input_size: int | Sequence[int] = 224, batch: int = 1, dynamic_batch: bool = False, max_frames: int | None = None,
+           input_size: int | Sequence[int] | None = None, batch: int = 1, dynamic_batch: bool = False, max_frames: int | None = None,
            overwrite: bool = False, atol: float = 1e-4, metadata: dict[str, str] | None = None) -> DynamicExportResult:
     """Export ``fan`` once, for every frame count: one ``.onnx`` or ``.pt2`` file whose frame axis
     is dynamic (2 to ``max_frames``, default four times the largest key) and that runs, at each
@@ -182,6 +182,12 @@ def export(fan: nn.Module, path: str | os.PathLike, *, format: str | None = None
     at every T of ``frames`` (default: :func:`check_frames_for`, every key and untrained counts
     between and outside them), each output within ``atol`` of the FAN's (fp32, max |diff|).
     Written atomically: a failure leaves no file and never replaces an existing one.
+
+    ``input_size``: the frame size (an int or ``(H, W)``); default the crop the FAN's file
+    records, else the model's own, else 224 (as `fan-convert export`). ``metadata``: the strings
+    stored in the artifact; default the ``fan_convert`` record `fan-convert export` writes (frame
+    range, keys, classes, preprocessing, input), which `fan-convert budget` and
+    :func:`~fan_convert.deploy.artifact.read_artifact` read.
 
     Raises:
         ExportError: the model does not export with a dynamic frame axis (with the reason);
@@ -196,6 +202,7 @@ def export(fan: nn.Module, path: str | os.PathLike, *, format: str | None = None
     """
     started = time.perf_counter()
     plan = get_plan(fan)
+    input_size = input_size_of(fan) if input_size is None else input_size
     format = format_for(path, format)
     if not atol >= 0:
         raise ValueError(f"atol must be >= 0, got {atol!r}")

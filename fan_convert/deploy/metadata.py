@@ -14,9 +14,19 @@ from torch import nn
 from ..context import nearest_key
 from ..surgery import get_plan
 
-__all__ = ["METADATA_KEY", "artifact_metadata", "every_frame_count_metadata", "metadata_props"]
+__all__ = ["METADATA_KEY", "artifact_metadata", "every_frame_count_metadata", "input_size_of", "metadata_props"]
 
 METADATA_KEY = "fan_convert"  # ONNX metadata_props key / .pt2 extra file name
+
+
+def input_size_of(fan: nn.Module, fallback: int = 224) -> int:
+    """The frame size an artifact of ``fan`` takes unless told otherwise: the crop its file
+    records (``fan_preprocessing``, from training), else the model's own (a ``transformers``
+    video model's config), else ``fallback``."""
+    from ..integrations.transformers import frame_size
+
+    crop = (getattr(fan, "fan_preprocessing", None) or {}).get("crop")
+    return crop or frame_size(fan) or fallback
 
 
 def _hw(size: int | Sequence[int]) -> list[int]:
