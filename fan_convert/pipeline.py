@@ -46,12 +46,12 @@ def load_pretrained(
         model = load_pretrained("r3d18.pth", "torchvision:r3d_18", arch_kwargs={"num_classes": 174},
                                 allow_missing=("fc",))   # a new 174-class head keeps its random init
     """
-    checkpoint = read_checkpoint(path, trust_pickle=trust_pickle)
+    if arch is None and not Path(path).is_dir():  # a save_pretrained folder names its architecture in config.json
+        raise ValueError("arch (--arch) is required: name the checkpoint's architecture, e.g. arch='timm:resnet50' "
+                         "(--arch timm:resnet50) with arch_kwargs={'temporal': 'tsm'} (--temporal tsm)")
+    checkpoint = read_checkpoint(path, trust_pickle=trust_pickle)  # a folder's arch is read, or it is refused
     arch_kwargs = dict(arch_kwargs or {})
-    if arch is None:  # a save_pretrained folder names its architecture in config.json
-        if checkpoint.arch is None:
-            raise ValueError(
-                "arch is required: name the checkpoint's architecture, e.g. arch='timm:resnet50', arch_kwargs={'temporal': 'tsm'}")
+    if arch is None:
         arch, arch_kwargs = checkpoint.arch["spec"], {**checkpoint.arch["kwargs"], **arch_kwargs}
     if checkpoint.model is not None and checkpoint.arch == {"spec": arch, "kwargs": arch_kwargs}:
         model, notes = checkpoint.model, list(checkpoint.notes)  # a folder's model, built once while reading it

@@ -128,6 +128,8 @@ def test_library_messages_name_python_arguments_and_the_cli_shows_its_flags():
         "pass the run's last.safetensors to Trainer.resume (--resume)": "pass the run's last.safetensors to --resume",
         "pass trust_factory=True (--trust-factory) if you trust the file": "pass --trust-factory if you trust the file",
         "VideoMAEConfig has no field 'x'; check arch_kwargs (--arch-kwarg)": "VideoMAEConfig has no field 'x'; check --arch-kwarg",
+        "arch (--arch) is required: name it, e.g. arch='timm:resnet50' (--arch timm:resnet50) with "
+        "arch_kwargs={'temporal': 'tsm'} (--temporal tsm)": "--arch is required: name it, e.g. --arch timm:resnet50 with --temporal tsm",
         "see the docs (--help)": "see the docs (--help)",  # prose before a flag is kept
     }
     for message, shown in library.items():

@@ -57,6 +57,11 @@ def test_bad_frames_fail_before_the_checkpoint_is_read(tmp_path):
         fan_convert.from_checkpoint(tmp_path / "missing.pth", ARCH, frames=(4, 8))
 
 
+def test_a_missing_arch_names_the_python_argument_before_the_file_is_read(tmp_path):
+    with pytest.raises(ValueError, match=r"^arch \(--arch\) is required: .* arch='timm:resnet50'"):
+        load_pretrained(tmp_path / "missing.pth")  # not "does not exist": refused before reading
+
+
 def test_strict_loading_and_its_escape_hatches(trained):
     _, path = trained
     with pytest.raises(CheckpointError, match="shape-mismatched key"):

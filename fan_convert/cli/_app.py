@@ -69,13 +69,16 @@ errors = Console(stderr=True, soft_wrap=True)
 
 _PYTHON_HINT = re.compile(r" \((?:[a-z_]+=[^()]*)\)")  # " (overwrite=True)", " (allow_missing=/allow_unexpected=)"
 # a Python argument, call or name, then its flag: "trust_factory=True (--trust-factory)",
-# "device='cpu' (--device cpu)", "Trainer.resume (--resume)", "arch_kwargs (--arch-kwarg)"
-_PYTHON_FIRST = re.compile(r"(?:\b[a-z_]+=(?:'[^']*'|\S+?)|\b[A-Za-z_]+\.[A-Za-z_.]+|\b[a-z]+_[a-z_]+) \((--[a-z-]+(?: [^()]*)?)\)")
+# "device='cpu' (--device cpu)", "arch_kwargs={'temporal': 'tsm'} (--temporal tsm)", "Trainer.resume (--resume)",
+# "arch_kwargs (--arch-kwarg)"
+_PYTHON_FIRST = re.compile(
+    r"(?:\b[a-z_]+=(?:'[^']*'|\{[^{}]*\}|\S+?)|\b[A-Za-z_]+\.[A-Za-z_.]+|\b[a-z]+_[a-z_]+) \((--[a-z-]+(?: [^()]*)?)\)")
+_SAME_NAME = re.compile(r"\b([a-z]+) \(--\1\)")  # a Python argument and its flag of the same name: "arch (--arch)"
 
 
 def cli_words(message: str) -> str:
     """A library message as the command line says it: CLI flags, not Python arguments."""
-    return _PYTHON_HINT.sub("", _PYTHON_FIRST.sub(r"\1", message))
+    return _PYTHON_HINT.sub("", _SAME_NAME.sub(r"--\1", _PYTHON_FIRST.sub(r"\1", message)))
 
 
 def _fail(message: str) -> None:

@@ -45,8 +45,6 @@ def convert(
         from ..context import check_frames
 
         check_frames(frames)
-        if arch is None and not checkpoint.is_dir():  # a save_pretrained folder names its architecture
-            raise ValueError("--arch is required: name the checkpoint's architecture, e.g. --arch timm:resnet50 --temporal tsm")
         from ..io import check_output, save
         from ..pipeline import from_checkpoint
 
