@@ -475,3 +475,24 @@ def test_a_python_export_for_every_frame_count_carries_what_budget_reads(tmp_pat
                     "--trust-pickle", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["settings"]["size"] in (SIZE, [SIZE, SIZE]), result.stdout
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".onnx"])
+def test_the_artifact_for_every_frame_count_refuses_a_clip_of_0_frames(fan, tmp_path, suffix):
+    """A clip of 0 frames is refused by the artifact itself (a check in the graph), not answered
+    with logits; a .pt2 names the cause, onnxruntime fails the gather that carries the check."""
+    path = tmp_path / f"all{suffix}"
+    fan_convert.export(fan, path, input_size=SIZE, max_frames=16)
+    empty = torch.zeros(1, 3, 0, SIZE, SIZE)
+    if suffix == ".pt2":
+        run = torch.export.load(path).module()
+        with pytest.raises(RuntimeError, match="the clip has 0 frames"):
+            run(empty)
+        assert run(torch.zeros(1, 3, 1, SIZE, SIZE)).shape == (1, 3)  # one frame still runs
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        with pytest.raises(Exception, match="indices element out of data bounds"):
+            session.run(None, {"clip": empty.numpy()})
+        assert session.run(None, {"clip": torch.zeros(1, 3, 1, SIZE, SIZE).numpy()})[0].shape == (1, 3)

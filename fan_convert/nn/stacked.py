@@ -71,6 +71,27 @@ def key_index_for(frames: Any, keys: Sequence[int], device: torch.device | str |
     return (2 * t >= cuts).to(torch.int64).sum().reshape(1)
 
 
+def _refuse_empty_clips(frames: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Refuse a clip of 0 frames inside the graph, so that an exported artifact refuses it too.
+    torch.export keeps no runtime check of a dynamic axis' lower bound (its input check lets 0
+    and 1 through), ``torch._check(T >= 1)`` leaves nothing in the graph (T >= 2 is assumed), and
+    ONNX has no assert: here the float inputs are multiplied by ``[1.0][T < 1]``, a one-element
+    gather whose index is out of range at T = 0 (onnxruntime: "indices element out of data
+    bounds"), after ``torch._assert_async`` (kept in a ``.pt2``, dropped from ONNX), which
+    names the cause. Exact (x * 1.0) and one multiply per input."""
+    clips = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not clips:
+        return args, kwargs
+    t = torch.scalar_tensor(frames, dtype=torch.int64, device=clips[0].device)
+    torch._assert_async(t >= 1, "the clip has 0 frames: give at least one frame on the frame axis")
+    gate = torch.ones(1, device=t.device).index_select(0, (t < 1).to(torch.int64).reshape(1))
+
+    def gated(v: Any) -> Any:
+        return v * gate.to(v.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+
+    return tuple(gated(v) for v in args), {k: gated(v) for k, v in kwargs.items()}
+
+
 @contextmanager
 def frame_index(frames: Any) -> Iterator[Any]:
     """Run the stacked layers inside for clips of ``frames`` frames (an int or a SymInt)."""
@@ -240,6 +261,7 @@ class FrameIndexed(nn.Module):
         t = model_frames(self.model, args, kwargs, self.frame_axis)
         if t is None:
             raise NoActiveFrames("the model's input has no frame axis: give a (B, C, T, H, W) clip")
+        args, kwargs = _refuse_empty_clips(t, args, kwargs)
         with frame_index(t):
             return self.model(*args, **kwargs)
 
