@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/gpu_check.py --out gpu.json        # from the repository root
 
 Runs, each with its own time limit (about 8 minutes in all on one H200 with the two old throughput rows;
-the eight step-cost rows are not yet timed on a GPU):
+the eight step-cost rows and the four compiled ones are not yet timed on a GPU):
 1. ``tests/test_cuda.py``: AMP fp16/bf16 loss curves against fp32, channels-last weights,
    evaluation, no host sync inside a training step (``torch.cuda.set_sync_debug_mode("error")``),
    save -> kill -> resume, calibrate/export/budget on CUDA;
@@ -12,7 +12,12 @@ the eight step-cost rows are not yet timed on a GPU):
 4. the step cost: one FAN step (4, 8 and 16 frames; X3D-S 4, 8 and 13) against the three single-T
    steps, interleaved, medians (``bench/step_cost.py``'s measurement), for TSM-ResNet-50 (224 px),
    R3D-18 (112 px), X3D-S (160 px) and X3D-M (224 px), each at batch 8 and 32, bf16 (X3D needs
-   pytorchvideo; skipped with a note without it; a batch that does not fit is skipped with a note).
+   pytorchvideo; skipped with a note without it; a batch that does not fit is skipped with a note);
+   each row with peak GPU memory: of the whole row (every model, optimizer state and step) and of
+   one more run of each step above what was allocated before it;
+5. unless ``--skip compile``: the same rows with every model under ``torch.compile``
+   (``--compile-batches``, default 8: each compiled row compiles four trainers), marked
+   ``"compiled": true`` (on torch < 2.14 skipped with a note: the frame context breaks graphs).
 
 Prints a table and writes everything as JSON to ``--out``. Without a GPU it says so, writes a
 JSON that marks every check skipped, and exits 0.
@@ -188,35 +193,70 @@ def _torch_version() -> tuple[int, int]:
     return tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
 
 
+def _gb(n: int) -> float:
+    return round(n / 2**30, 3)
+
+
+def step_memory(cost: StepCost) -> dict[str, float | None]:
+    """Peak GPU memory (GiB) of one more run of each step of ``cost`` above what was allocated
+    before it (activations, gradients, temporaries: what a larger batch scales), as
+    ``fan_step_mem_gb`` and ``st{t}_step_mem_gb``; None on a CPU."""
+    runs = {"fan_step_mem_gb" if name == "fan" else f"{name}_step_mem_gb": run for name, run in cost.runs().items()
+            if name != "reference"}
+    if cost.device.type != "cuda":
+        return dict.fromkeys(runs)
+    memory = {}
+    for key, run in runs.items():
+        cost.sync()
+        before = torch.cuda.memory_allocated(cost.device)
+        torch.cuda.reset_peak_memory_stats(cost.device)
+        run()
+        cost.sync()
+        memory[key] = _gb(torch.cuda.max_memory_allocated(cost.device) - before)
+    return memory
+
+
 def throughput(name: str, spec: str, options: dict, size: int, *, device="cuda", batch=8, amp="bf16",
-               keys=KEYS, trained_at: int | None = None, warmup=2, steps=5) -> dict:
+               keys=KEYS, trained_at: int | None = None, warmup=2, steps=5, compile: bool = False) -> dict:
     """One FAN step over ``keys`` against one single-T step per key (the ST models' cost: the
     original architecture specialised to T, so fixed-T pools fit the clip), timed in turn
-    (FAN, ST@4, ST@8, ST@16, FAN, ...) after ``warmup`` rounds: medians of ``steps`` rounds
-    (``bench/step_cost.py``'s measurement)."""
+    (FAN, ST@4, ST@8, ST@16, FAN, ...) after ``warmup`` rounds (where ``compile`` compiles):
+    medians of ``steps`` rounds (``bench/step_cost.py``'s measurement). Peak GPU memory:
+    ``peak_mem_gb``, the most allocated at once over the row (every model and optimizer state
+    resident, the largest step's activations on top), and per step (:func:`step_memory`); None
+    on a CPU."""
     try:
         torch.manual_seed(0)
         plain = build(spec, **options)
     except ImportError as err:
-        return {"model": name, "status": "skip", "detail": f"{err.name or err} is not installed"}
-    times = None
+        return {"model": name, "status": "skip", "compiled": compile, "detail": f"{err.name or err} is not installed"}
+    cuda = device == "cuda"
+    if cuda:
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    times = memory = None
     try:
-        times = measure(StepCost(plain, keys, trained_at, batch=batch, size=size, device=device, amp=amp),
-                        rounds=steps, warmup=warmup)["wall_ms"]
+        cost = StepCost(plain, keys, trained_at, batch=batch, size=size, device=device, amp=amp, compile=compile)
+        times = measure(cost, rounds=steps, warmup=warmup)["wall_ms"]
+        peak = _gb(torch.cuda.max_memory_allocated()) if cuda else None
+        memory = step_memory(cost)
+        del cost
     except torch.cuda.OutOfMemoryError:
-        pass
+        times = None
     del plain
-    if device == "cuda":
+    if cuda:
         gc.collect()  # the models and their graphs, a failed step's included
         torch.cuda.empty_cache()
     if times is None:
-        return {"model": name, "status": "skip", "size": size, "batch": batch, "detail": f"out of memory at batch {batch}"}
+        return {"model": name, "status": "skip", "compiled": compile, "size": size, "batch": batch,
+                "detail": f"out of memory at batch {batch}"}
     seconds = {k: statistics.median(v) / 1000 for k, v in times.items()}
     fan_s, st_s = seconds["fan"], {t: seconds[f"st{t}"] for t in keys}
-    return {"model": name, "status": "pass", "size": size, "batch": batch, "amp": amp, "fan_step_s": round(fan_s, 4),
-            **{f"st{t}_step_s": round(s, 4) for t, s in st_s.items()},
+    return {"model": name, "status": "pass", "compiled": compile, "size": size, "batch": batch, "amp": amp,
+            "fan_step_s": round(fan_s, 4), **{f"st{t}_step_s": round(s, 4) for t, s in st_s.items()},
             "fan_over_three_st": round(fan_s / seconds["st"], 3), "fan_clips_per_s": round(batch / fan_s, 1),
-            "st8_clips_per_s": round(batch / st_s[8], 1) if 8 in st_s else None}
+            "st8_clips_per_s": round(batch / st_s[8], 1) if 8 in st_s else None, "peak_mem_gb": peak, **memory}
 
 
 def print_table(report: dict) -> None:
@@ -232,17 +272,21 @@ def print_table(report: dict) -> None:
         checks.add_row(row["check"], row["status"], str(row.get("seconds", "")), detail[:200])
     console = Console(width=200)
     console.print(checks)
-    speed = Table(title="Training step, FAN (every key's frames) vs the single-T steps, interleaved, medians")
-    for column in ("model", "px", "batch", "FAN step s", "ST step s (per key)", "FAN / sum(ST)", "FAN clips/s", "ST@8 clips/s"):
+    speed = Table(title="Training step, FAN (every key's frames) vs the single-T steps, interleaved, medians; "
+                        "peak GPU memory (GiB): the row's, and each step's above what was allocated before it")
+    for column in ("model", "compiled", "px", "batch", "FAN step s", "ST step s (per key)", "FAN / sum(ST)", "FAN clips/s",
+                   "ST@8 clips/s", "peak GiB", "FAN step GiB", "ST step GiB (per key)"):
         speed.add_column(column)
     for row in report["throughput"]:
-        where = (str(row.get("size", "")), str(row.get("batch", "")))
+        where = ("yes" if row.get("compiled") else "no", str(row.get("size", "")), str(row.get("batch", "")))
         if row["status"] != "pass":
-            speed.add_row(row["model"], *where, row["status"], row.get("detail", ""), "", "", "")
+            speed.add_row(row["model"], *where, row["status"], row.get("detail", ""), *[""] * 6)
             continue
         sts = ", ".join(f"{key[2:-7]}: {row[key]}" for key in row if key.startswith("st") and key.endswith("_step_s"))
+        st_memory = ", ".join(f"{key[2:-12]}: {row[key]}" for key in row if key.startswith("st") and key.endswith("_step_mem_gb"))
         speed.add_row(row["model"], *where, str(row["fan_step_s"]), sts, str(row["fan_over_three_st"]),
-                      str(row["fan_clips_per_s"]), str(row["st8_clips_per_s"]))
+                      str(row["fan_clips_per_s"]), str(row["st8_clips_per_s"]), str(row.get("peak_mem_gb")),
+                      str(row.get("fan_step_mem_gb")), st_memory)
     console.print(speed)
 
 
@@ -256,7 +300,10 @@ def write_json(report: dict, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="where to write the JSON report")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "torchrun", "compile", "throughput"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "torchrun", "compile", "throughput"],
+                        help="compile: the compile check and the compiled throughput rows; throughput: every throughput row")
+    parser.add_argument("--compile-batches", nargs="*", type=int, default=[8],
+                        help="the batches of the compiled throughput rows (default 8; none: no compiled rows)")
     parser.add_argument("--torchrun-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
@@ -286,21 +333,29 @@ def main(argv=None) -> int:
         report["checks"].append(compile_check(limit=120 if _torch_version() < COMPILE_CLEAN_TORCH else 180))
     write_json(report, args.out)  # partial results survive a crash in the throughput part
     if "throughput" not in args.skip:
-        for name, (family, size) in THROUGHPUT_MODELS.items():
-            family = FAMILIES[family]
-            for batch in THROUGHPUT_BATCHES:
-                try:
-                    report["throughput"].append(throughput(name, family.spec, family.options, size, batch=batch, keys=family.keys,
-                                                           trained_at=family.trained_at))
-                except Exception as err:  # a row fails, the report survives
-                    report["throughput"].append({"model": name, "batch": batch, "status": "fail",
-                                                 "detail": f"{type(err).__name__}: {err}"[:500]})
-                write_json(report, args.out)
+        runs = [(False, THROUGHPUT_BATCHES)] + ([(True, tuple(args.compile_batches))] if "compile" not in args.skip else [])
+        for compiled, batches in runs:
+            for name, (family, size) in THROUGHPUT_MODELS.items():
+                family = FAMILIES[family]
+                for batch in batches:
+                    if compiled and _torch_version() < COMPILE_CLEAN_TORCH:
+                        report["throughput"].append({"model": name, "batch": batch, "compiled": True, "status": "skip",
+                                                     "detail": f"torch < {'.'.join(map(str, COMPILE_CLEAN_TORCH))}: the frame "
+                                                               "context breaks graphs"})
+                        continue
+                    try:
+                        report["throughput"].append(throughput(name, family.spec, family.options, size, batch=batch,
+                                                               keys=family.keys, trained_at=family.trained_at, compile=compiled))
+                    except Exception as err:  # a row fails, the report survives
+                        report["throughput"].append({"model": name, "batch": batch, "compiled": compiled, "status": "fail",
+                                                     "detail": f"{type(err).__name__}: {err}"[:500]})
+                    write_json(report, args.out)
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json(report, args.out)
     print_table(report)
     failed = [row["check"] for row in report["checks"] if row["status"] == "fail"]
-    failed += [row["model"] for row in report["throughput"] if row["status"] == "fail"]
+    failed += [f"{row['model']}{' (compiled)' if row.get('compiled') else ''}" for row in report["throughput"]
+               if row["status"] == "fail"]
     print(f"{'FAILED: ' + ', '.join(failed) if failed else 'all checks passed'}; {report['seconds']} s; wrote {args.out}")
     return 1 if failed else 0
 

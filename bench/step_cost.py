@@ -98,13 +98,14 @@ class StepCost:
     """
 
     def __init__(self, plain: torch.nn.Module, keys: tuple[int, ...], trained_at: int | None, *, batch: int, size: int,
-                 device: str = "cpu", amp: str = "off", reference: bool = False, seed: int = 0):
+                 device: str = "cpu", amp: str = "off", reference: bool = False, seed: int = 0, compile: bool = False):
         self.keys, self.batch, self.size = tuple(keys), batch, size
         options = {"trained_at": trained_at} if trained_at else {}
         self.fan = fan_convert.adapt(plain, frames=self.keys, **options).train()
         self.st = {t: fan_convert.specialize(self.fan, t).train() for t in self.keys}
         self.reference = use_reference_alteration(fan_convert.adapt(plain, frames=self.keys, **options).train()) if reference else None
-        config = dict(epochs=1, batch_size=batch, progress=False, device=device, amp=amp, key_schedule="joint")  # every view per step
+        config = dict(epochs=1, batch_size=batch, progress=False, device=device, amp=amp, key_schedule="joint",  # every view per step
+                      compile=compile)
         self.fan_trainer = Trainer(self.fan, [None] * batch, TrainConfig(frames=self.keys, **config))
         self.st_trainers = {t: Trainer(m, [None] * batch, TrainConfig(frames=(t,), **config)) for t, m in self.st.items()}
         self.reference_trainer = Trainer(self.reference, [None] * batch, TrainConfig(frames=self.keys, **config)) if reference else None

@@ -180,7 +180,7 @@ def test_the_gpu_check_times_every_family_at_batch_8_and_32(tmp_path, monkeypatc
     gpu_check = load_bench("gpu_check")
     calls = []
 
-    def fake(name, spec, options, size, *, batch, keys, trained_at):
+    def fake(name, spec, options, size, *, batch, keys, trained_at, compile=False):
         calls.append((name, batch))
         return {"model": name, "status": "pass", "size": size, "batch": batch, "amp": "bf16", "fan_step_s": 1.0,
                 **{f"st{t}_step_s": 0.3 for t in keys}, "fan_over_three_st": 1.11, "fan_clips_per_s": 8.0, "st8_clips_per_s": 26.7}
