@@ -71,7 +71,8 @@ def trained(home):
     assert "3 classes, 6 videos: 0 cat (2), 1 dog (2), 2 fox (2)" in result.output
     assert "epoch 1/1: 1/2 steps" in result.output and "acc@2" in result.output and "acc@4" in result.output
     assert "epoch 1/1 done: 2 steps" in result.output and "epoch 1/1 validation top-1 (%): 2 frames" in result.output
-    assert "trained 1 epoch (" in result.output
+    assert re.search(r"trained 1 epoch \(loss [\d.]+; training accuracy \(%\): 2 frames \d+\.\d, 4 frames \d+\.\d; "
+                     r"validation top-1 \(%\): 2 frames \d+\.\d, 4 frames \d+\.\d\)", result.output), result.output
     return home / "run" / "fan.safetensors"
 
 

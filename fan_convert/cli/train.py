@@ -103,6 +103,19 @@ def _validation(data, frames, batch_size: int, workers: int, device):
     return hook
 
 
+def _summary(last: dict) -> str:
+    """The last epoch's record in words, accuracies in percent with one decimal as `eval` and the
+    validation line print them: "loss 1.127; training accuracy (%): 2 frames 50.0, 4 frames 25.0;
+    validation top-1 (%): 2 frames 33.3, 4 frames 33.3"."""
+    def by_frames(prefix: str, scale: float) -> str:
+        found = sorted((int(k[len(prefix):]), v) for k, v in last.items() if k.startswith(prefix) and k[len(prefix):].isdigit())
+        return ", ".join(f"{t} frames {scale * v:.1f}" for t, v in found)
+
+    loss = " ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith("loss"))
+    acc, val = by_frames("acc@", 100), by_frames("val_top1@", 1)  # training accuracy: a fraction; val_top1: percent
+    return "; ".join(filter(None, [loss, acc and f"training accuracy (%): {acc}", val and f"validation top-1 (%): {val}"]))
+
+
 def _load_any(path: Path, arch: Optional[str], kwargs: dict, trust_pickle: bool, trust_factory: bool):
     """A FAN or specialized file (rebuilt from its manifest), or a plain checkpoint with --arch."""
     from ..io import FanFileError, load, read_manifest
@@ -200,10 +213,8 @@ def train(
                                   "videos": len(dataset), **({"val": str(val)} if val else {})}
             written = save(model, out_dir / "fan.safetensors", overwrite=True)
     if trainer.rank == 0:
-        last = history[-1] if history else {}
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith(("loss", "acc", "val")))
-        console.print(f"trained {config.epochs} epoch{'s' * (config.epochs != 1)} ({shown}); wrote {written} "
-                      f"and {out_dir / 'log.jsonl'}", highlight=False)
+        console.print(f"trained {config.epochs} epoch{'s' * (config.epochs != 1)} ({_summary(history[-1] if history else {})}); "
+                      f"wrote {written} and {out_dir / 'log.jsonl'}", highlight=False)
         if trainer.skipped_videos:
             console.print(skip_report(trainer.skipped_videos), highlight=False, markup=False)
 

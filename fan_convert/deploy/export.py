@@ -219,7 +219,8 @@ def format_for(path: str | os.PathLike, format: str | None = None) -> str:
     suffix = Path(path).suffix.lower()
     named = next((name for name, writer in WRITERS.items() if writer.suffix == suffix), None)
     if format is not None and named is not None and named != format:
-        raise ValueError(f"--format {format} (format=) contradicts the output name '{Path(path).name}', which is a {named} file; "
+        kind = {"onnx": "an ONNX file", "torch-export": "a torch.export (.pt2) file"}.get(named, f"a {named} file")
+        raise ValueError(f"--format {format} (format=) contradicts the output name '{Path(path).name}', which is {kind}; "
                          f"name it {Path(path).stem}{WRITERS[format].suffix}, or leave --format out")
     return format or named or "torch-export"
 
