@@ -44,7 +44,7 @@ def load_pretrained(
     Example::
 
         model = load_pretrained("r3d18.pth", "torchvision:r3d_18", arch_kwargs={"num_classes": 174},
-                                allow_missing=("fc",))   # a new 174-class head keeps its random init
+                                new_head=True)   # a new 174-class head keeps its random init
     """
     if arch is None and not Path(path).is_dir():  # a save_pretrained folder names its architecture in config.json
         raise ValueError("arch (--arch) is required: name the checkpoint's architecture, e.g. arch='timm:resnet50' "
