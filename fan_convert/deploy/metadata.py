@@ -11,6 +11,7 @@ from typing import Sequence
 
 from torch import nn
 
+from ..clips import frame_size
 from ..context import nearest_key
 from ..surgery import get_plan
 
@@ -23,14 +24,10 @@ def input_size_of(fan: nn.Module, fallback: int = 224) -> int:
     """The frame size an artifact of ``fan`` takes unless told otherwise: the crop its file
     records (``fan_preprocessing``, from training), else the model's own (a ``transformers``
     video model's config), else ``fallback``."""
-    from ..integrations.transformers import frame_size
+    from ..integrations.transformers import frame_size as model_frame_size
 
     crop = (getattr(fan, "fan_preprocessing", None) or {}).get("crop")
-    return crop or frame_size(fan) or fallback
-
-
-def _hw(size: int | Sequence[int]) -> list[int]:
-    return [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
+    return crop or model_frame_size(fan) or fallback
 
 
 def artifact_metadata(fan: nn.Module, t: int, size: int | Sequence[int], batch: int = 1, dynamic_batch: bool = False,
@@ -39,7 +36,7 @@ def artifact_metadata(fan: nn.Module, t: int, size: int | Sequence[int], batch: 
     preprocessing and input (shape, layout, dtype, batch); ``source``: the FAN file it came from."""
     pre = getattr(fan, "fan_preprocessing", None)
     layout = (pre or {}).get("layout", "BCTHW")
-    shape = [batch, t, 3, *_hw(size)] if layout == "BTCHW" else [batch, 3, t, *_hw(size)]
+    shape = [batch, t, 3, *frame_size(size)] if layout == "BTCHW" else [batch, 3, t, *frame_size(size)]
     return {"frames": t, "key": nearest_key(t, get_plan(fan).frames), "exported_from": source,
             "classes": getattr(fan, "fan_classes", None), "preprocessing": pre,
             "input": {"shape": shape, "layout": layout, "dtype": "float32", "batch": "dynamic" if dynamic_batch else batch}}
